@@ -1,0 +1,363 @@
+"""The report model every audit speaks: :class:`Check`, :class:`Figure`, :class:`Section`, :class:`Report`.
+
+An audit returns one :class:`Section`. A :class:`Report` is metadata plus sections, and
+``Report.save(dir)`` writes ``index.html`` and ``audit.json``, each complete on its own.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+from medaudit._errors import param_error
+
+__all__ = ["OPS", "STATUSES", "Check", "Figure", "Report", "Section", "atomic_write_text"]
+
+Status = Literal["pass", "fail", "warn", "skipped"]
+STATUSES: tuple[str, ...] = ("pass", "fail", "warn", "skipped")
+OPS: dict[str, Any] = {
+    "<=": lambda v, t: v <= t,
+    "<": lambda v, t: v < t,
+    ">=": lambda v, t: v >= t,
+    ">": lambda v, t: v > t,
+}
+
+
+def _finite_or_none(x: float | None) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+@dataclass(frozen=True)
+class Check:
+    """One pass/fail statement about the model, with its evidence.
+
+    Parameters
+    ----------
+    id : str
+        Stable dotted identifier, e.g. ``"fairness.sex.auroc_gap"``; policies key on it.
+    description : str
+        What is checked, in words a clinician can read.
+    value : float or None
+        The point estimate (None when skipped).
+    ci : tuple of (float, float) or None
+        95% confidence interval of ``value`` when known.
+    op : {"<=", "<", ">=", ">"} or None
+        How ``value`` is compared with ``threshold``.
+    threshold : float or None
+        The policy's threshold.
+    status : {"pass", "fail", "warn", "skipped"}
+        The verdict. A check fails on the point estimate; ``ci_excludes_threshold``
+        says whether the interval supports the verdict.
+    reason : str
+        Why the check was skipped, or a short qualifier of the verdict.
+    advice : str
+        What to do when the check does not pass (feeds the executive summary).
+    """
+
+    id: str
+    description: str
+    value: float | None
+    status: Status
+    ci: tuple[float, float] | None = None
+    op: str | None = None
+    threshold: float | None = None
+    reason: str = ""
+    advice: str = ""
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise param_error("status", "Check", f"one of {STATUSES}", self.status)
+        if self.op is not None and self.op not in OPS:
+            raise param_error("op", "Check", f"one of {tuple(OPS)}", self.op)
+        if self.status == "skipped" and not self.reason:
+            raise param_error("reason", "Check", "a non-empty string when skipped", self.reason)
+
+    @classmethod
+    def evaluate(
+        cls,
+        id: str,
+        description: str,
+        value: float,
+        *,
+        op: str,
+        threshold: float,
+        ci: tuple[float, float] | None = None,
+        severity: Literal["fail", "warn"] = "fail",
+        advice: str = "",
+    ) -> Check:
+        """Compare ``value`` with ``threshold`` and build the resulting check.
+
+        A non-finite value is never a pass: it becomes ``skipped`` with a reason.
+
+        Examples
+        --------
+        >>> Check.evaluate("m.auroc", "AUROC", 0.8, op=">=", threshold=0.75).status
+        'pass'
+        >>> Check.evaluate("m.gap", "gap", 0.1, op="<=", threshold=0.05, severity="warn").status
+        'warn'
+        """
+        if op not in OPS:
+            raise param_error("op", "Check.evaluate", f"one of {tuple(OPS)}", op)
+        v = _finite_or_none(value)
+        if v is None:
+            return cls.skipped(id, description, "the value could not be computed (not finite)")
+        ok = OPS[op](v, threshold)
+        status: Status = "pass" if ok else severity
+        ci_t = None if ci is None else (float(ci[0]), float(ci[1]))
+        return cls(id, description, v, status, ci_t, op, float(threshold), "", advice)
+
+    @classmethod
+    def skipped(cls, id: str, description: str, reason: str) -> Check:
+        """Build a skipped check; ``reason`` says why (e.g. the group is too small)."""
+        return cls(id, description, None, "skipped", reason=reason)
+
+    @property
+    def ci_excludes_threshold(self) -> bool | None:
+        """Whether the whole CI lies on one side of the threshold (None when unknown)."""
+        if self.ci is None or self.threshold is None:
+            return None
+        lo, hi = self.ci
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            return None
+        return bool(lo > self.threshold or hi < self.threshold)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record of this check."""
+        return {
+            "id": self.id,
+            "description": self.description,
+            "value": _finite_or_none(self.value),
+            "ci": None if self.ci is None else [_finite_or_none(c) for c in self.ci],
+            "op": self.op,
+            "threshold": _finite_or_none(self.threshold),
+            "status": self.status,
+            "reason": self.reason,
+            "advice": self.advice,
+            "ci_excludes_threshold": self.ci_excludes_threshold,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Check:
+        """Inverse of :meth:`to_dict`."""
+        ci = d.get("ci")
+        nan = float("nan")
+        return cls(
+            id=d["id"],
+            description=d["description"],
+            value=d.get("value"),
+            status=d["status"],
+            ci=None if ci is None else tuple(nan if c is None else c for c in ci),  # type: ignore[arg-type]
+            op=d.get("op"),
+            threshold=d.get("threshold"),
+            reason=d.get("reason", ""),
+            advice=d.get("advice", ""),
+        )
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A figure as inline SVG with its alt text (what a screen reader says)."""
+
+    svg: str
+    alt: str
+
+    @classmethod
+    def from_matplotlib(cls, fig: Any, alt: str) -> Figure:
+        """Render a matplotlib figure to SVG text and close it."""
+        import matplotlib.pyplot as plt
+
+        buf = io.StringIO()
+        # svg.hashsalt fixes element ids so the same figure gives the same bytes.
+        with plt.rc_context({"svg.hashsalt": "medaudit", "svg.fonttype": "none"}):
+            fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+        plt.close(fig)
+        svg = buf.getvalue()
+        start = svg.find("<svg")
+        return cls(svg=svg[start:] if start >= 0 else svg, alt=alt)
+
+
+@dataclass
+class Section:
+    """What one audit returns.
+
+    Parameters
+    ----------
+    name : str
+        Key of the section in ``audit.json`` (``"fairness"``).
+    title : str
+        Heading shown in the report.
+    summary : str
+        One sentence a clinician can read.
+    tables : dict of str to DataFrame
+        Named result tables.
+    figures : dict of str to Figure
+        Named figures; a matplotlib figure given here is converted to SVG at once,
+        with its name as alt text unless a :class:`Figure` is given.
+    checks : list of Check
+        The pass/fail statements of this audit.
+    notes : list of str
+        Caveats and explanations.
+    references : list of str
+        The papers the method follows.
+    methods : str
+        What the audit computed, for the report's Methods block.
+    """
+
+    name: str
+    title: str
+    summary: str
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    figures: dict[str, Figure] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)
+    methods: str = ""
+
+    def __post_init__(self) -> None:
+        for key, fig in list(self.figures.items()):
+            if not isinstance(fig, Figure):
+                self.figures[key] = Figure.from_matplotlib(fig, alt=key)
+
+    @property
+    def status(self) -> Status:
+        """Worst status among the checks (``pass`` when there are none)."""
+        statuses = {c.status for c in self.checks}
+        for s in ("fail", "warn"):
+            if s in statuses:
+                return s  # type: ignore[return-value]
+        if statuses and statuses == {"skipped"}:
+            return "skipped"
+        return "pass"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename.
+
+    A crash never leaves a half-written file under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class Report:
+    """Metadata plus sections; ``save`` writes ``index.html`` and ``audit.json``.
+
+    Parameters
+    ----------
+    sections : list of Section
+        In the order they are shown.
+    meta : dict
+        Model and data hashes, versions, seed, timings, command line, model card fields.
+    """
+
+    sections: list[Section] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def checks(self) -> list[Check]:
+        """All checks of all sections."""
+        return [c for s in self.sections for c in s.checks]
+
+    @property
+    def passed(self) -> bool:
+        """True when no check failed (warnings and skips do not fail a report)."""
+        return not any(c.status == "fail" for c in self.checks)
+
+    def section(self, name: str) -> Section:
+        """The section called ``name``."""
+        for s in self.sections:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``audit.json`` document (schema ``medaudit.audit/1``)."""
+        from medaudit.report._json import report_to_dict
+
+        return report_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> Report:
+        """Rebuild a report from an ``audit.json`` document."""
+        from medaudit.report._json import report_from_dict
+
+        return report_from_dict(doc)
+
+    def to_html(self, *, include_identifiers: bool = False) -> str:
+        """The self-contained HTML page."""
+        from medaudit.report._html import render_html
+
+        return render_html(self, include_identifiers=include_identifiers)
+
+    def save(self, out_dir: str | os.PathLike[str], *, include_identifiers: bool = False) -> Path:
+        """Write ``index.html`` and ``audit.json`` into ``out_dir``; return the directory.
+
+        Both files are rendered in memory first and written atomically, so a failure
+        leaves no half-written report.
+        """
+        from medaudit.report._json import dumps
+
+        out = Path(out_dir)
+        html = self.to_html(include_identifiers=include_identifiers)
+        js = dumps(self.to_dict())
+        atomic_write_text(out / "audit.json", js)
+        atomic_write_text(out / "index.html", html)
+        return out
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """DataFrame → list of JSON-ready records (NaN → None, numpy → Python)."""
+    out = []
+    cols = [str(c) for c in df.columns]
+    for row in df.itertuples(index=False, name=None):
+        rec = {}
+        for c, v in zip(cols, row, strict=True):
+            rec[c] = _jsonable(v)
+        out.append(rec)
+    return out
+
+
+def _jsonable(v: Any) -> Any:
+    import numpy as np
+
+    if v is None:
+        return None
+    if isinstance(v, (np.bool_, bool)):
+        return bool(v)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        return f if math.isfinite(f) else None
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if v is pd.NA or v is pd.NaT:
+        return None
+    if isinstance(v, (str, int)):
+        return v
+    return str(v)
+
+
+def records_to_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Inverse of the table serialisation (None stays missing)."""
+    return pd.DataFrame.from_records(list(records))

@@ -1,0 +1,185 @@
+"""Policy: thresholds for checks and statistical settings, overridable by a TOML file.
+
+A policy file looks like::
+
+    [settings]
+    min_group_size = 30      # smaller groups are skipped, with the reason
+    min_class_count = 5      # fewer positives or negatives than this: skipped
+    n_bootstrap = 1000
+    confidence = 0.95
+    seed = 0
+
+    [checks."performance.auroc"]
+    op = ">="
+    threshold = 0.80
+
+    [checks."fairness.*.auroc_gap"]   # fnmatch patterns are allowed
+    op = "<="
+    threshold = 0.05
+    severity = "warn"                # "fail" (default) or "warn"
+
+The most specific matching pattern wins (an exact id beats any pattern; among patterns,
+the longest one).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medaudit._errors import InvalidInputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["BUILTIN_CHECKS", "DEFAULT_SETTINGS", "Policy", "Threshold"]
+
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "min_group_size": 30,
+    "min_class_count": 5,
+    "n_bootstrap": 1000,
+    "confidence": 0.95,
+    "seed": 0,
+}
+
+_VALID_OPS = ("<=", "<", ">=", ">")
+_VALID_SEVERITIES = ("fail", "warn")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """How one check is judged: ``value op threshold`` passes; else ``severity``."""
+
+    op: str
+    threshold: float
+    severity: str = "fail"
+
+
+# Built-in thresholds, one line per check (or pattern of checks). A policy file overrides
+# them one by one; `medaudit policy show` prints the merged result.
+BUILTIN_CHECKS: dict[str, Threshold] = {
+    "performance.auroc": Threshold(">=", 0.75),
+    "performance.ece": Threshold("<=", 0.10, "warn"),
+    "performance.site_auroc_gap": Threshold("<=", 0.10, "warn"),
+    "integrity.unreadable_files": Threshold("<=", 0.0, "warn"),
+    "integrity.duplicate_images": Threshold("<=", 0.0, "warn"),
+    "integrity.patient_overlap": Threshold("<=", 0.0),
+    "integrity.invalid_labels": Threshold("<=", 0.0),
+    "integrity.missing_attributes": Threshold("<=", 0.0, "warn"),
+}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Thresholds per check id (or fnmatch pattern) and statistical settings.
+
+    Audits call :meth:`threshold` with their built-in default; a policy file only
+    needs to name what it changes.
+    """
+
+    checks: Mapping[str, Threshold] = field(default_factory=lambda: dict(BUILTIN_CHECKS))
+    settings: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_SETTINGS))
+    source: str = "built-in defaults"
+
+    @classmethod
+    def default(cls) -> Policy:
+        """The built-in policy."""
+        return cls()
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str]) -> Policy:
+        """Read a policy file; every problem in it is reported at once."""
+        p = Path(path)
+        if not p.is_file():
+            raise InvalidInputError(f"Policy file not found: {p}")
+        try:
+            doc = tomllib.loads(p.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidInputError(f"Policy file {p} is not valid TOML: {exc}") from None
+        return cls.from_mapping(doc, source=str(p))
+
+    @classmethod
+    def from_mapping(cls, doc: Mapping[str, Any], *, source: str = "mapping") -> Policy:
+        """Build a policy from the parsed TOML document."""
+        problems: list[str] = []
+        unknown = set(doc) - {"settings", "checks"}
+        if unknown:
+            problems.append(f"unknown top-level table(s) {sorted(unknown)}")
+        settings = dict(DEFAULT_SETTINGS)
+        for k, v in dict(doc.get("settings", {})).items():
+            if k not in DEFAULT_SETTINGS:
+                problems.append(f"unknown setting {k!r} (known: {sorted(DEFAULT_SETTINGS)})")
+                continue
+            settings[k] = v
+        for k in ("min_group_size", "min_class_count", "n_bootstrap"):
+            v = settings[k]
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                problems.append(f"setting {k!r} must be a positive integer, got {v!r}")
+        conf = settings["confidence"]
+        if not isinstance(conf, (int, float)) or not 0 < conf < 1:
+            problems.append(f"setting 'confidence' must be in (0, 1), got {conf!r}")
+        checks: dict[str, Threshold] = dict(BUILTIN_CHECKS)
+        for cid, spec in dict(doc.get("checks", {})).items():
+            if not isinstance(spec, Mapping):
+                problems.append(f"check {cid!r} must be a table with op and threshold")
+                continue
+            op = spec.get("op")
+            thr = spec.get("threshold")
+            sev = spec.get("severity", "fail")
+            extra = set(spec) - {"op", "threshold", "severity"}
+            if extra:
+                problems.append(f"check {cid!r}: unknown key(s) {sorted(extra)}")
+            if op not in _VALID_OPS:
+                problems.append(f"check {cid!r}: op must be one of {_VALID_OPS}, got {op!r}")
+            if not isinstance(thr, (int, float)) or isinstance(thr, bool):
+                problems.append(f"check {cid!r}: threshold must be a number, got {thr!r}")
+            if sev not in _VALID_SEVERITIES:
+                problems.append(
+                    f"check {cid!r}: severity must be one of {_VALID_SEVERITIES}, got {sev!r}"
+                )
+            if op in _VALID_OPS and isinstance(thr, (int, float)) and sev in _VALID_SEVERITIES:
+                checks[cid] = Threshold(op, float(thr), sev)
+        if problems:
+            raise InvalidInputError(f"Invalid policy ({source}): " + "; ".join(problems) + ".")
+        return cls(checks=checks, settings=settings, source=source)
+
+    def threshold(self, check_id: str, default: Threshold | None = None) -> Threshold:
+        """The threshold for ``check_id``: the policy's most specific match, else ``default``."""
+        if check_id in self.checks:
+            return self.checks[check_id]
+        matches = [p for p in self.checks if fnmatch.fnmatchcase(check_id, p)]
+        if matches:
+            return self.checks[max(matches, key=len)]
+        if default is None:
+            raise KeyError(f"No threshold for check {check_id!r} in policy {self.source}")
+        return default
+
+    def setting(self, name: str) -> Any:
+        """One statistical setting (``min_group_size``, ``n_bootstrap``, ...)."""
+        return self.settings.get(name, DEFAULT_SETTINGS[name])
+
+    def to_toml(self) -> str:
+        """The policy as TOML text (what ``medaudit policy show`` prints)."""
+        lines = [f"# medaudit policy — source: {self.source}", "[settings]"]
+        for k in DEFAULT_SETTINGS:
+            lines.append(f"{k} = {_toml_value(self.setting(k))}")
+        for cid, t in sorted(self.checks.items()):
+            lines += ["", f'[checks."{cid}"]', f'op = "{t.op}"', f"threshold = {t.threshold!r}"]
+            if t.severity != "fail":
+                lines.append(f'severity = "{t.severity}"')
+        return "\n".join(lines) + "\n"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    return repr(v)
