@@ -1,4 +1,4 @@
-"""One-pass inference: :class:`Predictions` computed once per (model, cohort), reused by every audit.
+"""One-pass inference: :class:`Predictions` computed once per (model, cohort), reused by audits.
 
 The clean forward pass gives scores, per-sample loss and penultimate-layer features in
 one go; the result is cached on disk keyed by the content hashes of model and data.
@@ -148,8 +148,11 @@ def model_hash(model: Any) -> str:
     for name, t in model.state_dict().items():
         t = t.detach().cpu().contiguous()
         h.update(name.encode() + str(t.dtype).encode() + str(tuple(t.shape)).encode())
-        h.update(t.numpy().tobytes() if t.dtype.is_floating_point or t.dtype.is_signed else
-                 t.to(dtype=__import__("torch").int64).numpy().tobytes())
+        h.update(
+            t.numpy().tobytes()
+            if t.dtype.is_floating_point or t.dtype.is_signed
+            else t.to(dtype=__import__("torch").int64).numpy().tobytes()
+        )
     return h.hexdigest()
 
 
@@ -222,9 +225,10 @@ def predict(
     FORWARD_PASSES["count"] += 1
     from medaudit._progress import progress_bar
 
-    with torch.no_grad(), progress_bar(
-        "Predicting", total=len(cohort), enabled=progress
-    ) as advance:
+    with (
+        torch.no_grad(),
+        progress_bar("Predicting", total=len(cohort), enabled=progress) as advance,
+    ):
         for idx, x in cohort.batches(batch_size, image_size=image_size, channels=in_channels):
             x = x.to(device)
             if m is not None:

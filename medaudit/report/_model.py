@@ -1,4 +1,4 @@
-"""The report model every audit speaks: :class:`Check`, :class:`Figure`, :class:`Section`, :class:`Report`.
+"""The report model every audit speaks: Check, Figure, Section, Report.
 
 An audit returns one :class:`Section`. A :class:`Report` is metadata plus sections, and
 ``Report.save(dir)`` writes ``index.html`` and ``audit.json``, each complete on its own.

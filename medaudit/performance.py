@@ -1,0 +1,426 @@
+"""Model performance: AUROC with its CI, operating point, confusion matrix, calibration, per site.
+
+Every headline number carries a 95% bootstrap CI (resampled within each class, and by
+patient when ``patient_id`` is present; see :mod:`medaudit.stats`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from medaudit._errors import param_error
+from medaudit.inference import Predictions
+from medaudit.report import Check, Figure, Policy, Section
+from medaudit.stats import bootstrap_counts, percentile_ci, weighted_auroc
+
+__all__ = ["calibration_curve", "expected_calibration_error", "performance_section"]
+
+REFERENCES = [
+    "Hanley JA, McNeil BJ. The meaning and use of the area under a receiver operating "
+    "characteristic (ROC) curve. Radiology 1982;143:29-36.",
+    "Guo C, Pleiss G, Sun Y, Weinberger KQ. On calibration of modern neural networks. ICML 2017.",
+    "Efron B, Tibshirani RJ. An Introduction to the Bootstrap. Chapman & Hall, 1993.",
+]
+
+
+def _bin_index(prob: np.ndarray, n_bins: int) -> np.ndarray:
+    # Equal-width bins on [0, 1]; a probability of exactly 1 falls in the last bin.
+    return np.minimum((np.asarray(prob) * n_bins).astype(np.int64), n_bins - 1)
+
+
+def expected_calibration_error(
+    y_true: np.ndarray, y_prob: np.ndarray, *, n_bins: int = 10, weights: np.ndarray | None = None
+) -> np.ndarray | float:
+    """Expected calibration error of positive-class probabilities (equal-width bins).
+
+    ECE = Σ_b (n_b / n) · |mean(y in b) − mean(p in b)|, the binary reliability form
+    of Guo et al. (2017).
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        Binary labels.
+    y_prob : array-like of shape (n_samples,)
+        Predicted probability of the positive class.
+    n_bins : int
+        Number of equal-width bins on [0, 1].
+    weights : ndarray of shape (n_rows, n_samples), optional
+        Bootstrap counts; then one ECE per row is returned.
+
+    Examples
+    --------
+    >>> expected_calibration_error([0, 1, 1, 0], [0.0, 1.0, 1.0, 0.0])
+    0.0
+    >>> round(expected_calibration_error([0, 0], [0.3, 0.3]), 3)
+    0.3
+    """
+    if not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+        raise param_error("n_bins", "expected_calibration_error", "a positive integer", n_bins)
+    y = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(y_prob, dtype=np.float64)
+    single = weights is None
+    w = np.ones((1, len(y))) if weights is None else np.atleast_2d(weights)
+    onehot = np.zeros((len(y), n_bins))
+    onehot[np.arange(len(y)), _bin_index(p, n_bins)] = 1.0
+    n_b = w @ onehot
+    y_b = (w * y) @ onehot
+    p_b = (w * p) @ onehot
+    total = n_b.sum(axis=1)
+    ece = np.abs(y_b - p_b).sum(axis=1) / np.where(total > 0, total, np.nan)
+    return float(ece[0]) if single else ece
+
+
+def calibration_curve(y_true: np.ndarray, y_prob: np.ndarray, *, n_bins: int = 10) -> pd.DataFrame:
+    """Reliability table: per bin, n, mean predicted probability, observed positive rate."""
+    y = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(y_prob, dtype=np.float64)
+    b = _bin_index(p, n_bins)
+    df = pd.DataFrame({"bin": b, "y": y, "p": p})
+    g = df.groupby("bin").agg(
+        n=("y", "size"), mean_predicted=("p", "mean"), observed_rate=("y", "mean")
+    )
+    g = g.reindex(range(n_bins))
+    g.insert(0, "bin_low", np.arange(n_bins) / n_bins)
+    g.insert(1, "bin_high", (np.arange(n_bins) + 1) / n_bins)
+    g["n"] = g["n"].fillna(0).astype(int)
+    return g.reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class _Boot:
+    W: np.ndarray
+    confidence: float
+
+    def ci(self, samples: np.ndarray) -> tuple[float, float]:
+        return percentile_ci(samples, self.confidence)
+
+
+def _rate(W: np.ndarray, num_mask: np.ndarray, den_mask: np.ndarray) -> np.ndarray:
+    den = W @ den_mask.astype(np.float64)
+    num = W @ (num_mask & den_mask).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def performance_section(
+    predictions: Predictions,
+    *,
+    policy: Policy | None = None,
+    operating_threshold: float = 0.5,
+    n_bins: int = 10,
+) -> Section:
+    """Model performance with 95% CIs: the report's "Model performance" section.
+
+    Parameters
+    ----------
+    predictions : Predictions
+        One clean pass of the model over the audited cohort.
+    policy : Policy, optional
+        Thresholds (``performance.auroc``, ``performance.ece``,
+        ``performance.site_auroc_gap``) and bootstrap settings.
+    operating_threshold : float
+        Positive-class score at or above which an image is called positive.
+    n_bins : int
+        Calibration bins.
+
+    Returns
+    -------
+    Section
+        Named ``"performance"``.
+    """
+    policy = policy or Policy.default()
+    if not isinstance(predictions, Predictions):
+        raise param_error(
+            "predictions", "performance_section", "a Predictions", type(predictions).__name__
+        )
+    if not 0 < operating_threshold < 1:
+        raise param_error(
+            "operating_threshold", "performance_section", "a float in (0, 1)", operating_threshold
+        )
+    if not predictions.is_binary:
+        return _multiclass_section(predictions, policy)
+    y = predictions.labels.astype(bool)
+    s = predictions.score
+    meta = predictions.meta
+    n_boot = int(policy.setting("n_bootstrap"))
+    conf = float(policy.setting("confidence"))
+    seed = int(policy.setting("seed"))
+    min_class = int(policy.setting("min_class_count"))
+    clusters = meta["patient_id"].to_numpy() if "patient_id" in meta.columns else None
+    boot = _Boot(
+        bootstrap_counts(y.astype(int), n_boot=n_boot, random_state=seed, clusters=clusters), conf
+    )
+    ones = np.ones((1, len(y)))
+    pred_pos = s >= operating_threshold
+
+    checks: list[Check] = []
+    rows = []
+
+    def metric(name: str, point: float, samples: np.ndarray) -> tuple[float, tuple[float, float]]:
+        ci = boot.ci(samples)
+        rows.append({"metric": name, "value": point, "ci_low": ci[0], "ci_high": ci[1]})
+        return point, ci
+
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if min(n_pos, n_neg) < min_class:
+        checks.append(
+            Check.skipped(
+                "performance.auroc",
+                "AUROC on the audited cohort",
+                f"too few images of one class ({n_pos} positive, {n_neg} negative; "
+                f"minimum {min_class} each)",
+            )
+        )
+        auc = float("nan")
+    else:
+        auc, auc_ci = metric(
+            "AUROC", float(weighted_auroc(y, s, ones)[0]), weighted_auroc(y, s, boot.W)
+        )
+        t = policy.threshold("performance.auroc")
+        checks.append(
+            Check.evaluate(
+                "performance.auroc",
+                "AUROC on the audited cohort",
+                auc,
+                op=t.op,
+                threshold=t.threshold,
+                ci=auc_ci,
+                severity=t.severity,  # type: ignore[arg-type]
+                advice="The model does not separate diseased from healthy images well enough: "
+                "train longer or on more data, or check the data integrity section first.",
+            )
+        )
+    sens, _ = metric(
+        "Sensitivity (TPR)", float(_rate(ones, pred_pos, y)[0]), _rate(boot.W, pred_pos, y)
+    )
+    spec, _ = metric(
+        "Specificity (TNR)", float(_rate(ones, ~pred_pos, ~y)[0]), _rate(boot.W, ~pred_pos, ~y)
+    )
+    metric("PPV", float(_rate(ones, y, pred_pos)[0]), _rate(boot.W, y, pred_pos))
+    metric("NPV", float(_rate(ones, ~y, ~pred_pos)[0]), _rate(boot.W, ~y, ~pred_pos))
+    ece_point = float(expected_calibration_error(y, s, n_bins=n_bins))
+    ece, ece_ci = metric(
+        "ECE", ece_point, expected_calibration_error(y, s, n_bins=n_bins, weights=boot.W)
+    )  # type: ignore[arg-type]
+    t = policy.threshold("performance.ece")
+    checks.append(
+        Check.evaluate(
+            "performance.ece",
+            f"Expected calibration error ({n_bins} bins)",
+            ece,
+            op=t.op,
+            threshold=t.threshold,
+            ci=ece_ci,
+            severity=t.severity,  # type: ignore[arg-type]
+            advice="Scores are not calibrated probabilities: recalibrate (temperature or "
+            "isotonic scaling on a validation split) before reading them as risks.",
+        )
+    )
+    overall = pd.DataFrame(rows)
+    overall.insert(1, "n", len(y))
+
+    cm = pd.DataFrame(
+        {
+            "": ["actual positive", "actual negative"],
+            "predicted positive": [int((y & pred_pos).sum()), int((~y & pred_pos).sum())],
+            "predicted negative": [int((y & ~pred_pos).sum()), int((~y & ~pred_pos).sum())],
+        }
+    )
+    calib = calibration_curve(y, s, n_bins=n_bins)
+    tables = {"overall": overall, "confusion_matrix": cm, "calibration": calib}
+
+    site_table, site_check = _per_site(predictions, boot, policy, min_class)
+    if site_table is not None:
+        tables["per_site"] = site_table
+    if site_check is not None:
+        checks.append(site_check)
+
+    figures = _figures(y, s, calib, site_table)
+    auc_txt = (
+        "could not be computed"
+        if not np.isfinite(auc)
+        else (
+            f"{auc:.2f} (95% CI {overall.iloc[0]['ci_low']:.2f}–{overall.iloc[0]['ci_high']:.2f})"
+        )
+    )
+    summary = (
+        f"On {len(y)} images ({n_pos} with disease) the model's AUROC is {auc_txt}; at the "
+        f"operating threshold {operating_threshold:g} it finds {sens:.0%} of diseased images "
+        f"and clears {spec:.0%} of healthy ones."
+    )
+    return Section(
+        name="performance",
+        title="Model performance",
+        summary=summary,
+        tables=tables,
+        figures=figures,
+        checks=checks,
+        notes=[
+            f"95% CIs: percentile bootstrap with {n_boot} resamples, stratified by class"
+            + (" and resampling whole patients." if clusters is not None else "."),
+            "Calibration is shown for the positive-class probability in equal-width bins.",
+        ],
+        references=REFERENCES,
+        methods=(
+            "AUROC (ties count one half), sensitivity, specificity, PPV and NPV at the operating "
+            "threshold, the confusion matrix, a reliability table with expected calibration "
+            "error, and AUROC per acquisition site; every rate with a stratified (by class, by "
+            "patient) percentile-bootstrap 95% CI."
+        ),
+    )
+
+
+def _per_site(
+    predictions: Predictions, boot: _Boot, policy: Policy, min_class: int
+) -> tuple[pd.DataFrame | None, Check | None]:
+    meta = predictions.meta
+    if "site" not in meta.columns or meta["site"].nunique() < 2:
+        return None, None
+    y = predictions.labels.astype(bool)
+    s = predictions.score
+    min_n = int(policy.setting("min_group_size"))
+    rows = []
+    aucs: dict[str, tuple[float, np.ndarray]] = {}
+    for site in sorted(meta["site"].astype(str).unique()):
+        mask = meta["site"].astype(str).to_numpy() == site
+        n, npos = int(mask.sum()), int(y[mask].sum())
+        row = {
+            "site": site,
+            "n": n,
+            "n_positive": npos,
+            "auroc": np.nan,
+            "ci_low": np.nan,
+            "ci_high": np.nan,
+            "status": "ok",
+            "reason": "",
+        }
+        if n < min_n or min(npos, n - npos) < min_class:
+            row["status"] = "skipped"
+            row["reason"] = (
+                f"group too small (n={n}, positives={npos}; minimum n={min_n} and "
+                f"{min_class} per class)"
+            )
+        else:
+            samples = weighted_auroc(y[mask], s[mask], boot.W[:, mask])
+            point = float(weighted_auroc(y[mask], s[mask], np.ones((1, n)))[0])
+            lo, hi = boot.ci(samples)
+            row.update(auroc=point, ci_low=lo, ci_high=hi)
+            aucs[site] = (point, samples)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    desc = "Largest AUROC difference between acquisition sites"
+    if len(aucs) < 2:
+        return table, Check.skipped(
+            "performance.site_auroc_gap", desc, "fewer than two sites large enough to compare"
+        )
+    best = max(aucs, key=lambda k: aucs[k][0])
+    worst = min(aucs, key=lambda k: aucs[k][0])
+    gap = aucs[best][0] - aucs[worst][0]
+    gap_ci = boot.ci(aucs[best][1] - aucs[worst][1])
+    t = policy.threshold("performance.site_auroc_gap")
+    return table, Check.evaluate(
+        "performance.site_auroc_gap",
+        f"{desc} ({best} vs {worst})",
+        gap,
+        op=t.op,
+        threshold=t.threshold,
+        ci=gap_ci,
+        severity=t.severity,  # type: ignore[arg-type]
+        advice=f"Performance drops at {worst}: check its acquisition profile and whether the "
+        "model relies on site-specific cues (markers, scanner noise) before deploying there.",
+    )
+
+
+def _figures(
+    y: np.ndarray, s: np.ndarray, calib: pd.DataFrame, site_table: pd.DataFrame | None
+) -> dict[str, Figure]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    figs: dict[str, Figure] = {}
+    del site_table  # per-site AUROCs with CIs are in the table; one ROC curve keeps it legible
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(7.5, 3.4))
+    if y.any() and (~y).any():
+        fpr, tpr, _ = roc_curve(y, s)
+        ax1.plot(fpr, tpr, color="#1f5f8b", lw=2, label="all images")
+    ax1.plot([0, 1], [0, 1], ls="--", color="#999", lw=1)
+    ax1.set(xlabel="False positive rate", ylabel="True positive rate", title="ROC curve")
+    c = calib.dropna(subset=["mean_predicted"])
+    ax2.plot([0, 1], [0, 1], ls="--", color="#999", lw=1, label="perfect calibration")
+    ax2.plot(c["mean_predicted"], c["observed_rate"], marker="o", color="#b5452b", label="model")
+    ax2.set(
+        xlabel="Mean predicted probability",
+        ylabel="Observed disease rate",
+        title="Calibration",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
+    ax2.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    figs["roc_and_calibration"] = Figure.from_matplotlib(
+        fig,
+        alt="Left: ROC curve of the model on the audited cohort. Right: reliability diagram "
+        "comparing mean predicted probability with the observed disease rate per bin.",
+    )
+    return figs
+
+
+def _multiclass_section(predictions: Predictions, policy: Policy) -> Section:
+    """One-vs-rest AUROC per class with CIs, and the macro average."""
+    y = predictions.labels
+    n_boot = int(policy.setting("n_bootstrap"))
+    conf = float(policy.setting("confidence"))
+    clusters = (
+        predictions.meta["patient_id"].to_numpy()
+        if "patient_id" in predictions.meta.columns
+        else None
+    )
+    W = bootstrap_counts(
+        y, n_boot=n_boot, random_state=int(policy.setting("seed")), clusters=clusters
+    )
+    rows, samples_all = [], []
+    for k, name in enumerate(predictions.class_names):
+        yk = y == k
+        point = float(weighted_auroc(yk, predictions.scores[:, k], np.ones((1, len(y))))[0])
+        samples = weighted_auroc(yk, predictions.scores[:, k], W)
+        samples_all.append(samples)
+        lo, hi = percentile_ci(samples, conf)
+        rows.append(
+            {
+                "class": name,
+                "n_positive": int(yk.sum()),
+                "auroc": point,
+                "ci_low": lo,
+                "ci_high": hi,
+            }
+        )
+    table = pd.DataFrame(rows)
+    macro = float(np.nanmean(table["auroc"]))
+    macro_ci = percentile_ci(np.nanmean(np.stack(samples_all), axis=0), conf)
+    t = policy.threshold("performance.auroc")
+    check = Check.evaluate(
+        "performance.auroc",
+        "Macro one-vs-rest AUROC",
+        macro,
+        op=t.op,
+        threshold=t.threshold,
+        ci=macro_ci,
+        severity=t.severity,  # type: ignore[arg-type]
+        advice="Some classes are poorly separated: see the per-class table.",
+    )
+    return Section(
+        name="performance",
+        title="Model performance",
+        summary=f"Macro one-vs-rest AUROC over {len(rows)} classes is {macro:.2f} "
+        f"(95% CI {macro_ci[0]:.2f}–{macro_ci[1]:.2f}).",
+        tables={"per_class": table},
+        checks=[check],
+        references=REFERENCES,
+        methods="One-vs-rest AUROC per class with stratified bootstrap 95% CIs; macro average.",
+    )
