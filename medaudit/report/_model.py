@@ -315,11 +315,16 @@ class Report:
         Both files are rendered in memory first and written atomically, so a failure
         leaves no half-written report.
         """
+        import json
+
         from medaudit.report._json import dumps
 
         out = Path(out_dir)
-        html = self.to_html(include_identifiers=include_identifiers)
         js = dumps(self.to_dict())
+        # The page is rendered from the JSON document, not from this object, so that
+        # `medaudit report --from audit.json` gives exactly the same HTML.
+        canonical = Report.from_dict(json.loads(js))
+        html = canonical.to_html(include_identifiers=include_identifiers)
         atomic_write_text(out / "audit.json", js)
         atomic_write_text(out / "index.html", html)
         return out
