@@ -10,7 +10,9 @@ __all__ = ["progress_bar"]
 
 
 @contextmanager
-def progress_bar(description: str, *, total: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+def progress_bar(
+    description: str, *, total: int, enabled: bool = True
+) -> Iterator[Callable[[int], None]]:
     """Yield ``advance(n)``; shows a rich bar on stderr when ``enabled``.
 
     Examples

@@ -27,7 +27,9 @@ __all__ = [
 ]
 
 
-def _check_binary(y_true: np.ndarray, y_score: np.ndarray, func: str) -> tuple[np.ndarray, np.ndarray]:
+def _check_binary(
+    y_true: np.ndarray, y_score: np.ndarray, func: str
+) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y_true)
     s = np.asarray(y_score, dtype=np.float64)
     if y.shape != s.shape or y.ndim != 1:
@@ -145,7 +147,9 @@ def bootstrap_counts(
             raise InvalidInputError("clusters must have one entry per sample.")
     # Unit of resampling: (stratum, cluster). A cluster spanning two strata (a patient with
     # a positive and a negative image) is resampled in each stratum separately.
-    _, unit = np.unique(np.stack([_codes(strata), _codes(clusters_arr)]), axis=1, return_inverse=True)
+    _, unit = np.unique(
+        np.stack([_codes(strata), _codes(clusters_arr)]), axis=1, return_inverse=True
+    )
     unit = unit.ravel()
     n_units = unit.max() + 1 if n else 0
     unit_stratum = np.empty(n_units, dtype=np.int64)

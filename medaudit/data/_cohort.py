@@ -98,9 +98,11 @@ class Cohort:
         labels = meta["label"].to_numpy()
         n_classes = int(labels.max()) + 1 if len(labels) else 2
         if class_names is None:
-            class_names = ["negative", "positive"] if n_classes <= 2 else [
-                f"class_{i}" for i in range(n_classes)
-            ]
+            class_names = (
+                ["negative", "positive"]
+                if n_classes <= 2
+                else [f"class_{i}" for i in range(n_classes)]
+            )
         self.class_names = [str(c) for c in class_names]
         self.dropped = dropped if dropped is not None else pd.DataFrame(columns=["path", "reason"])
         self.name = name
@@ -194,16 +196,16 @@ class Cohort:
 
     def load_all(self, *, image_size: int | None = None, channels: int | None = None) -> np.ndarray:
         """All images as one float32 array of shape (n, C, H, W)."""
-        parts = [
-            x.numpy() for _, x in self.batches(512, image_size=image_size, channels=channels)
-        ]
+        parts = [x.numpy() for _, x in self.batches(512, image_size=image_size, channels=channels)]
         if not parts:
             c, h, w = self.image_shape if len(self) else (channels or 1, 1, 1)
             return np.zeros((0, c, h, w), np.float32)
         return np.concatenate(parts)
 
     # -- subsets and identity ------------------------------------------------------------
-    def subset(self, rows: np.ndarray | Sequence[int] | pd.Series, *, name: str | None = None) -> Cohort:
+    def subset(
+        self, rows: np.ndarray | Sequence[int] | pd.Series, *, name: str | None = None
+    ) -> Cohort:
         """A cohort of the given rows (positional indices or a boolean mask)."""
         rows = np.asarray(rows)
         if rows.dtype == bool:

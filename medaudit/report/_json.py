@@ -79,7 +79,9 @@ def report_from_dict(doc: Mapping[str, Any]) -> Report:
                 title=s["title"],
                 summary=s["summary"],
                 tables=tables,
-                figures={k: Figure(svg=f["svg"], alt=f["alt"]) for k, f in s.get("figures", {}).items()},
+                figures={
+                    k: Figure(svg=f["svg"], alt=f["alt"]) for k, f in s.get("figures", {}).items()
+                },
                 checks=[Check.from_dict(c) for c in s.get("checks", [])],
                 notes=list(s.get("notes", [])),
                 references=list(s.get("references", [])),
