@@ -34,7 +34,7 @@ def _root(
 
 # Each command group lives in its own module (medaudit/cli/<name>.py) and adds its
 # commands to `app` at import; this tuple is the one place they are wired.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("train", "predict", "audit", "demo")
 
 
 def _register() -> None:
