@@ -1,0 +1,46 @@
+"""Shared fixtures: small synthetic hospitals, a trained model, and one demo run."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """One quick demo (synthetic hospitals → train → all audits → report), shared by tests."""
+    from medaudit.demo import DemoSettings, run_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    return run_demo(out, seed=0, settings=DemoSettings.quick(), progress=False)
+
+
+@pytest.fixture(scope="session")
+def demo_report_dir(demo_run):
+    """Folder holding the quick demo's index.html and audit.json."""
+    return demo_run.out_dir
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory):
+    """A small synthetic data set written to disk (manifest.csv + images/)."""
+    from medaudit.data.synthetic import write_synthetic
+
+    out = tmp_path_factory.mktemp("synth")
+    write_synthetic(out, n_sites=3, patients_per_site=40, image_size=32, seed=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory, synth_dir):
+    """A small_cnn trained briefly on ``synth_dir``, saved as safetensors."""
+    from medaudit.cli.train import train_checkpoint
+
+    ckpt = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
+    train_checkpoint(synth_dir / "manifest.csv", ckpt, epochs=2, seed=0)
+    return ckpt
