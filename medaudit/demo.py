@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from medaudit._progress import progress_bar
+from medaudit.inference import Predictions
 from medaudit.report import Policy, Report
 
 __all__ = ["DemoResult", "DemoSettings", "run_demo"]
@@ -48,6 +49,7 @@ class DemoResult:
     """The demo's report and where it was written."""
 
     report: Report
+    predictions: Predictions
     out_dir: Path
     checkpoint: Path
     seconds: float
@@ -177,5 +179,9 @@ def run_demo(
     report.meta["timings_seconds"]["total"] = round(time.perf_counter() - t_start, 3)
     report.save(out)
     return DemoResult(
-        report=report, out_dir=out, checkpoint=ckpt, seconds=time.perf_counter() - t_start
+        report=report,
+        predictions=preds,
+        out_dir=out,
+        checkpoint=ckpt,
+        seconds=time.perf_counter() - t_start,
     )

@@ -1,0 +1,58 @@
+"""The main job: the quick demo end to end, and the planted effects it must show."""
+
+import json
+
+import numpy as np
+import pytest
+
+from medaudit.stats import auroc
+
+
+def test_demo_writes_complete_report(demo_run):
+    out = demo_run.out_dir
+    doc = json.loads((out / "audit.json").read_text())
+    assert doc["schema"] == "medaudit.audit/1"
+    assert list(doc["sections"])[:2] == ["integrity", "performance"]
+    assert "fairness" in doc["sections"]
+    assert (out / "index.html").stat().st_size > 10_000
+    assert (out / "model.safetensors").is_file()
+    assert doc["meta"]["model_hash"] and doc["meta"]["data_hash"]
+
+
+def test_shortcut_makes_heldout_site_worse(demo_run):
+    preds = demo_run.predictions
+    meta = preds.meta
+    external = (meta["split"] == "external").to_numpy()
+    y, s = preds.labels, preds.score
+    auc_train_sites = auroc(y[~external], s[~external])
+    auc_heldout = auroc(y[external], s[external])
+    # The marker predicts the label in the training sites only.
+    assert auc_heldout < auc_train_sites - 0.05, (auc_heldout, auc_train_sites)
+
+
+def test_hard_subgroup_is_harder(demo_run):
+    preds = demo_run.predictions
+    sex = preds.meta["sex"].to_numpy()
+    y, s = preds.labels, preds.score
+    f, m = sex == "female", sex == "male"
+    assert auroc(y[f], s[f]) < auroc(y[m], s[m])
+
+
+def test_report_counts_every_check(demo_run):
+    rep = demo_run.report
+    assert rep.checks
+    assert all(c.status in {"pass", "fail", "warn", "skipped"} for c in rep.checks)
+    assert all(c.reason for c in rep.checks if c.status == "skipped")
+
+
+@pytest.mark.slow
+def test_demo_is_deterministic(tmp_path, demo_run):
+    from medaudit.demo import DemoSettings, run_demo
+
+    again = run_demo(tmp_path, seed=0, settings=DemoSettings.quick(), progress=False)
+    assert np.array_equal(again.predictions.scores, demo_run.predictions.scores)
+    a = json.loads((tmp_path / "audit.json").read_text())
+    b = json.loads((demo_run.out_dir / "audit.json").read_text())
+    for name in a["sections"]:
+        assert a["sections"][name]["tables"] == b["sections"][name]["tables"], name
+        assert a["sections"][name]["checks"] == b["sections"][name]["checks"], name
