@@ -46,7 +46,9 @@ def test_predictions_match_a_manual_forward_pass():
     logits = model(x)
     expected = torch.softmax(logits, 1).detach().numpy()
     assert np.allclose(preds.scores, expected, atol=1e-6)
-    loss = nn.functional.cross_entropy(logits, torch.from_numpy(np.array(cohort.labels)), reduction="none")
+    loss = nn.functional.cross_entropy(
+        logits, torch.from_numpy(np.array(cohort.labels)), reduction="none"
+    )
     assert np.allclose(preds.loss, loss.detach().numpy(), atol=1e-6)
     assert preds.features.shape == (40, 1)
     assert preds.meta["patient_id"].tolist() == cohort.meta["patient_id"].tolist()
