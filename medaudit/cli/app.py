@@ -34,7 +34,15 @@ def _root(
 
 # Each command group lives in its own module (medaudit/cli/<name>.py) and adds its
 # commands to `app` at import; this tuple is the one place they are wired.
-COMMAND_MODULES: tuple[str, ...] = ("train", "predict", "audit", "demo")
+COMMAND_MODULES: tuple[str, ...] = (
+    "train",
+    "predict",
+    "audit",
+    "demo",
+    "report",
+    "policy",
+    "synth",
+)
 
 
 def _register() -> None:

@@ -1,0 +1,60 @@
+"""``medaudit policy show``: print the active policy (built-in defaults merged with a file)."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from medaudit.cli.app import app
+from medaudit.report._policy import Policy
+
+__all__ = ["policy_app", "policy_as_dict", "show"]
+
+policy_app = typer.Typer(
+    name="policy",
+    help="Inspect the thresholds that decide whether a check passes.",
+    no_args_is_help=True,
+)
+app.add_typer(policy_app, name="policy")
+
+
+class OutputFormat(str, Enum):
+    """How ``policy show`` prints the policy."""
+
+    toml = "toml"
+    json = "json"
+
+
+def policy_as_dict(policy: Policy) -> dict[str, Any]:
+    """The policy as data: source, settings and one ``{op, threshold, severity}`` per check."""
+    return {
+        "source": policy.source,
+        "settings": {k: policy.settings[k] for k in policy.settings},
+        "checks": {
+            cid: {"op": t.op, "threshold": t.threshold, "severity": t.severity}
+            for cid, t in sorted(policy.checks.items())
+        },
+    }
+
+
+@policy_app.command()
+def show(
+    policy: Annotated[
+        Path | None,
+        typer.Option("--policy", help="Policy TOML; its entries override the built-in defaults."),
+    ] = None,
+    format: Annotated[
+        OutputFormat, typer.Option("--format", help="toml (a valid policy file) or json.")
+    ] = OutputFormat.toml,
+) -> int:
+    """Print the active policy: the built-in defaults, overridden by --policy."""
+    pol = Policy.from_toml(policy) if policy is not None else Policy.default()
+    if format is OutputFormat.json:
+        typer.echo(json.dumps(policy_as_dict(pol), indent=1))
+    else:
+        typer.echo(pol.to_toml(), nl=False)
+    return 0
