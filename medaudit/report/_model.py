@@ -235,7 +235,7 @@ class Section:
         statuses = {c.status for c in self.checks}
         for s in ("fail", "warn"):
             if s in statuses:
-                return s  # type: ignore[return-value]
+                return s
         if statuses and statuses == {"skipped"}:
             return "skipped"
         return "pass"
@@ -320,7 +320,10 @@ class Report:
         from medaudit.report._json import dumps
 
         out = Path(out_dir)
-        js = dumps(self.to_dict())
+        doc = self.to_dict()
+        if not include_identifiers:
+            doc = _without_identifier_columns(doc)
+        js = dumps(doc)
         # The page is rendered from the JSON document, not from this object, so that
         # `medaudit report --from audit.json` gives exactly the same HTML.
         canonical = Report.from_dict(json.loads(js))
@@ -328,6 +331,23 @@ class Report:
         atomic_write_text(out / "audit.json", js)
         atomic_write_text(out / "index.html", html)
         return out
+
+
+def _without_identifier_columns(doc: dict[str, Any]) -> dict[str, Any]:
+    """The audit.json document less every identifier column (patient_id, paths, ...).
+
+    A report saved without ``include_identifiers`` is safe to share: neither file holds
+    patient identifiers.
+    """
+    from medaudit.report._html import is_identifier_column
+
+    for sec in doc["sections"].values():
+        for name, recs in sec["tables"].items():
+            sec["tables"][name] = [
+                {k: v for k, v in r.items() if not is_identifier_column(k)} for r in recs
+            ]
+        # table_columns keeps the names, so the page can say which columns were withheld.
+    return doc
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:

@@ -18,8 +18,8 @@ A policy file looks like::
     threshold = 0.05
     severity = "warn"                # "fail" (default) or "warn"
 
-The most specific matching pattern wins (an exact id beats any pattern; among patterns,
-the longest one).
+An exact id beats any pattern; a pattern from the policy file beats a built-in pattern;
+among patterns from the same place, the longest wins.
 """
 
 from __future__ import annotations
@@ -73,6 +73,13 @@ BUILTIN_CHECKS: dict[str, Threshold] = {
     "integrity.patient_overlap": Threshold("<=", 0.0),
     "integrity.invalid_labels": Threshold("<=", 0.0),
     "integrity.missing_attributes": Threshold("<=", 0.0, "warn"),
+    "fairness.*.auroc_gap": Threshold("<=", 0.05),
+    "fairness.*.worst_group_auroc": Threshold(">=", 0.70, "warn"),
+    "fairness.*.underdiagnosis_gap": Threshold("<=", 0.05, "warn"),
+    "fairness.*.equalized_odds_difference": Threshold("<=", 0.10, "warn"),
+    "fairness.*.demographic_parity_difference": Threshold("<=", 0.10, "warn"),
+    "fairness.*.ece_gap": Threshold("<=", 0.05, "warn"),
+    "fairness.*.error_abs_pearson_r": Threshold("<=", 0.10, "warn"),
 }
 
 
@@ -87,6 +94,7 @@ class Policy:
     checks: Mapping[str, Threshold] = field(default_factory=lambda: dict(BUILTIN_CHECKS))
     settings: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_SETTINGS))
     source: str = "built-in defaults"
+    overrides: frozenset[str] = frozenset()
 
     @classmethod
     def default(cls) -> Policy:
@@ -148,15 +156,18 @@ class Policy:
                 checks[cid] = Threshold(op, float(thr), sev)
         if problems:
             raise InvalidInputError(f"Invalid policy ({source}): " + "; ".join(problems) + ".")
-        return cls(checks=checks, settings=settings, source=source)
+        user_keys = frozenset(dict(doc.get("checks", {})))
+        return cls(checks=checks, settings=settings, source=source, overrides=user_keys)
 
     def threshold(self, check_id: str, default: Threshold | None = None) -> Threshold:
         """The threshold for ``check_id``: the policy's most specific match, else ``default``."""
         if check_id in self.checks:
             return self.checks[check_id]
         matches = [p for p in self.checks if fnmatch.fnmatchcase(check_id, p)]
-        if matches:
-            return self.checks[max(matches, key=len)]
+        # A pattern from the policy file beats a built-in one; then the longest wins.
+        user = [p for p in matches if p in self.overrides]
+        if user or matches:
+            return self.checks[max(user or matches, key=len)]
         if default is None:
             raise KeyError(f"No threshold for check {check_id!r} in policy {self.source}")
         return default
