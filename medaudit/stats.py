@@ -20,9 +20,13 @@ import numpy as np
 from medaudit._errors import InvalidInputError, param_error
 
 __all__ = [
+    "adjust_pvalues",
     "auroc",
     "bootstrap_counts",
+    "multinomial_counts",
     "percentile_ci",
+    "permutation_pvalue",
+    "random_tables",
     "weighted_auroc",
 ]
 
@@ -186,3 +190,189 @@ def percentile_ci(samples: np.ndarray, confidence: float = 0.95) -> tuple[float,
     a = (1 - confidence) / 2
     lo, hi = np.quantile(x, [a, 1 - a])
     return (float(lo), float(hi))
+
+
+def multinomial_counts(
+    counts: np.ndarray, *, n_boot: int, random_state: int | np.random.Generator = 0
+) -> np.ndarray:
+    """Bootstrap resamples of a stratum given as counts over its distinct values.
+
+    Drawing ``n`` items with replacement from a stratum whose distinct values occur
+    ``counts[k]`` times gives, for every resample, counts that follow
+    ``Multinomial(n, counts / n)``. Working on counts instead of rows makes the cost
+    depend on the number of distinct values, not on the number of rows, and is exact.
+
+    Parameters
+    ----------
+    counts : array-like of shape (n_values,)
+        Non-negative integer counts of each distinct value (zeros allowed).
+    n_boot : int
+        Number of resamples.
+    random_state : int or Generator
+
+    Returns
+    -------
+    ndarray of shape (n_boot, n_values), dtype float64
+        Each row sums to ``counts.sum()``.
+
+    Examples
+    --------
+    >>> W = multinomial_counts(np.array([3, 0, 2]), n_boot=5, random_state=0)
+    >>> W.shape, W.sum(axis=1).tolist(), W[:, 1].tolist()
+    ((5, 3), [5.0, 5.0, 5.0, 5.0, 5.0], [0.0, 0.0, 0.0, 0.0, 0.0])
+    """
+    if not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise param_error("n_boot", "multinomial_counts", "a positive integer", n_boot)
+    rng = _rng(random_state)
+    c = np.asarray(counts, dtype=np.float64)
+    if c.ndim != 1 or np.any(c < 0) or not np.all(np.isfinite(c)):
+        raise InvalidInputError("multinomial_counts: counts must be a 1-d array of counts >= 0.")
+    n = int(round(c.sum()))
+    if n == 0 or c.size == 0:
+        return np.zeros((n_boot, c.size), dtype=np.float64)
+    nz = np.flatnonzero(c)
+    out = np.zeros((n_boot, c.size), dtype=np.float64)
+    if len(nz) == 1:
+        out[:, nz[0]] = n
+        return out
+    p = c[nz] / n
+    out[:, nz] = rng.multinomial(n, p / p.sum(), size=n_boot)
+    return out
+
+
+def random_tables(
+    col_counts: np.ndarray,
+    row_sizes: np.ndarray,
+    *,
+    n_draws: int,
+    random_state: int | np.random.Generator = 0,
+) -> np.ndarray:
+    """Random contingency tables with fixed margins (the permutation null), vectorised.
+
+    Randomly permuting group labels among ``N`` items whose values fall in bins with
+    ``col_counts`` items each, with ``row_sizes[g]`` items in group ``g``, gives a table
+    of counts per (group, bin). This draws such tables directly, by sequential
+    hypergeometric draws, without touching individual rows.
+
+    Parameters
+    ----------
+    col_counts : array-like of shape (n_bins,)
+        Items per bin (integers).
+    row_sizes : array-like of shape (n_groups,)
+        Items per group; must sum to ``col_counts.sum()``.
+    n_draws : int
+        Number of tables.
+    random_state : int or Generator
+
+    Returns
+    -------
+    ndarray of shape (n_draws, n_groups, n_bins), dtype float64
+        Row sums equal ``row_sizes`` and column sums equal ``col_counts`` in every draw.
+
+    Examples
+    --------
+    >>> T = random_tables(np.array([2, 3, 1]), np.array([4, 2]), n_draws=3)
+    >>> T.sum(axis=2).tolist()
+    [[4.0, 2.0], [4.0, 2.0], [4.0, 2.0]]
+    >>> T.sum(axis=1).tolist()
+    [[2.0, 3.0, 1.0], [2.0, 3.0, 1.0], [2.0, 3.0, 1.0]]
+    """
+    if not isinstance(n_draws, (int, np.integer)) or n_draws < 1:
+        raise param_error("n_draws", "random_tables", "a positive integer", n_draws)
+    rng = _rng(random_state)
+    cols = np.asarray(col_counts).astype(np.int64)
+    rows = np.asarray(row_sizes).astype(np.int64)
+    if cols.sum() != rows.sum() or np.any(cols < 0) or np.any(rows < 0):
+        raise InvalidInputError(
+            "random_tables: row_sizes and col_counts must be non-negative with equal totals; "
+            f"got totals {int(rows.sum())} and {int(cols.sum())}."
+        )
+    n_groups, n_bins = len(rows), len(cols)
+    out = np.zeros((n_draws, n_groups, n_bins), dtype=np.float64)
+    remaining = np.tile(cols, (n_draws, 1))  # items per bin not yet given to a group
+    for g in range(n_groups - 1):
+        need = np.full(n_draws, rows[g], dtype=np.int64)
+        # Items left in bins after k: the "bad" items of bin k's hypergeometric draw.
+        left_after = remaining[:, ::-1].cumsum(axis=1)[:, ::-1] - remaining
+        for k in range(n_bins):
+            if not cols[k]:
+                continue
+            x = rng.hypergeometric(remaining[:, k], left_after[:, k], need)
+            out[:, g, k] = x
+            need -= x
+        remaining -= out[:, g].astype(np.int64)
+    if n_groups:
+        out[:, n_groups - 1] = remaining
+    return out
+
+
+def permutation_pvalue(observed: float, null: np.ndarray) -> float:
+    """One-sided permutation p-value ``(1 + #{null >= observed}) / (1 + n_valid)``.
+
+    The "+1" counts the observed arrangement among the permutations, so the p-value is
+    never zero and the test keeps its level (Phipson & Smyth 2010). NaN draws are ignored;
+    NaN if ``observed`` is NaN or no draw is valid.
+
+    Examples
+    --------
+    >>> permutation_pvalue(0.3, np.array([0.1, 0.2, 0.35, 0.05]))
+    0.4
+    """
+    t = np.asarray(null, dtype=np.float64)
+    t = t[np.isfinite(t)]
+    if not np.isfinite(observed) or t.size == 0:
+        return float("nan")
+    # A tiny tolerance so that a permutation reproducing the observed table counts as >=.
+    ge = np.count_nonzero(t >= observed - 1e-12 * max(1.0, abs(observed)))
+    return float((1 + ge) / (1 + t.size))
+
+
+def adjust_pvalues(pvalues: np.ndarray, method: str = "holm") -> np.ndarray:
+    """Adjust p-values for multiple testing (Holm or Benjamini-Hochberg).
+
+    Parameters
+    ----------
+    pvalues : array-like of shape (n_tests,)
+        Raw p-values; NaN entries are left NaN and do not count as tests.
+    method : {"holm", "bh", "none"}
+        ``"holm"`` controls the family-wise error rate (Holm 1979); ``"bh"`` the false
+        discovery rate (Benjamini & Hochberg 1995); ``"none"`` returns a copy.
+
+    Returns
+    -------
+    ndarray of shape (n_tests,)
+
+    Examples
+    --------
+    >>> adjust_pvalues([0.01, 0.04, 0.03], "holm").round(6).tolist()
+    [0.03, 0.06, 0.06]
+    >>> adjust_pvalues([0.01, 0.04, 0.03], "bh").round(6).tolist()
+    [0.03, 0.04, 0.04]
+    """
+    if method not in ("holm", "bh", "none"):
+        raise param_error("method", "adjust_pvalues", "one of ('holm', 'bh', 'none')", method)
+    p = np.asarray(pvalues, dtype=np.float64).copy()
+    if p.ndim != 1:
+        raise InvalidInputError("adjust_pvalues: pvalues must be 1-d.")
+    ok = np.flatnonzero(np.isfinite(p))
+    if method == "none" or ok.size == 0:
+        return p
+    q = p[ok]
+    m = q.size
+    order = np.argsort(q, kind="mergesort")
+    ranked = q[order]
+    if method == "holm":
+        adj = np.maximum.accumulate((m - np.arange(m)) * ranked)
+    else:
+        adj = np.minimum.accumulate((m / np.arange(1, m + 1) * ranked)[::-1])[::-1]
+    adj = np.minimum(adj, 1.0)
+    res = np.empty(m)
+    res[order] = adj
+    p[ok] = res
+    return p
+
+
+def _rng(random_state: int | np.random.Generator) -> np.random.Generator:
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    return np.random.default_rng(random_state)

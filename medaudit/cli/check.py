@@ -1,0 +1,196 @@
+"""``medaudit check``: the predictions-only fairness audit for CI.
+
+Exit codes: 0 every check passed (warnings allowed) · 1 a check failed · 2 bad input.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from medaudit.cli.app import app
+
+__all__ = ["check_predictions", "render_table"]
+
+
+def check_predictions(
+    predictions: str | Path,
+    *,
+    policy: str | Path | None = None,
+    sensitive: list[str] | None = None,
+    threshold: float = 0.5,
+    intersections: bool = True,
+    allow_single_class: bool = False,
+    n_permutations: int = 1000,
+) -> Any:
+    """Run the fairness audit on a predictions file; return the fairness ``Section``.
+
+    The logic of ``medaudit check``, callable from Python and tests.
+    """
+    from medaudit._errors import InvalidInputError, param_error
+    from medaudit.fairness import fairness_section
+    from medaudit.fairness._io import default_sensitive, read_predictions
+    from medaudit.report import Policy
+
+    if not math.isfinite(threshold):
+        raise param_error("threshold", "check", "a finite float", threshold)
+    pol = Policy.from_toml(policy) if policy is not None else Policy.default()
+    preds = read_predictions(predictions)
+    meta = preds.meta
+    if sensitive:
+        missing = [c for c in sensitive if c not in meta.columns]
+        if missing:
+            raise InvalidInputError(
+                f"Sensitive attribute(s) {missing} not found in {predictions} "
+                f"(columns: {', '.join(map(str, meta.columns))})."
+            )
+        attrs = list(sensitive)
+    else:
+        attrs = default_sensitive(meta)
+        if not attrs:
+            raise InvalidInputError(
+                f"{predictions} has no attribute column with few distinct values to audit; "
+                "name them with --sensitive."
+            )
+    if not allow_single_class:
+        _refuse_single_class(preds, attrs, str(predictions))
+    return fairness_section(
+        preds,
+        sensitive=attrs,
+        policy=pol,
+        intersections=intersections,
+        operating_threshold=threshold,
+        n_permutations=n_permutations,
+    )
+
+
+def _refuse_single_class(preds: Any, attrs: list[str], source: str) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from medaudit._errors import InvalidInputError
+
+    labels = preds.labels
+    for k in range(preds.scores.shape[1] if not preds.is_binary else 1):
+        y = labels == (k if not preds.is_binary else 1)
+        cls = preds.class_names[k] if not preds.is_binary else preds.class_names[-1]
+        for a in attrs:
+            codes, uniq = pd.factorize(preds.meta[a], sort=True)
+            n_pos = np.bincount(codes[codes >= 0], weights=y[codes >= 0], minlength=len(uniq))
+            n_all = np.bincount(codes[codes >= 0], minlength=len(uniq))
+            bad = np.flatnonzero((n_pos == 0) | (n_pos == n_all))
+            if bad.size:
+                g = bad[0]
+                which = "negative" if n_pos[g] == 0 else "positive"
+                raise InvalidInputError(
+                    f"Group {uniq[g]!r} of attribute {a!r} in {source} has only {which} "
+                    f"labels for class {cls!r} (n={int(n_all[g])}): AUROC and error rates are "
+                    "undefined for it. Drop or merge the group, or pass --allow-single-class "
+                    "to report it as skipped."
+                )
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return "-" if not math.isfinite(x) else f"{x:.3f}"
+    return str(x)
+
+
+def render_table(checks: list[Any]) -> str:
+    """The checks as aligned text: status, id, value, CI, threshold."""
+    rows = [("status", "check", "value", "95% CI", "threshold")]
+    for c in checks:
+        ci = "-" if c.ci is None else f"[{_fmt(c.ci[0])}, {_fmt(c.ci[1])}]"
+        thr = "-" if c.threshold is None else f"{c.op} {_fmt(c.threshold)}"
+        rows.append((c.status.upper(), c.id, _fmt(c.value), ci, thr))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+@app.command("check")
+def check(
+    predictions: Annotated[
+        Path, typer.Option("--predictions", help="CSV/Parquet with label, score(s), attributes.")
+    ],
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="Policy TOML (thresholds, settings).")
+    ] = None,
+    sensitive: Annotated[
+        str | None,
+        typer.Option(
+            "--sensitive",
+            help="Comma-separated attribute columns (default: all "
+            "non-reserved columns with few distinct values).",
+        ),
+    ] = None,
+    junit: Annotated[
+        Path | None, typer.Option("--junit", help="Write the checks as JUnit XML here.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write index.html + audit.json into DIR.")
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="Output on stdout: table or json.")
+    ] = "table",
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="Operating threshold (score >= t is positive).")
+    ] = 0.5,
+    intersections: Annotated[
+        bool, typer.Option("--intersections/--no-intersections", help="Audit attribute pairs.")
+    ] = True,
+    allow_single_class: Annotated[
+        bool,
+        typer.Option(
+            "--allow-single-class",
+            help="Report single-class groups as skipped instead of refusing the input.",
+        ),
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> int:
+    """Audit subgroup fairness from a predictions file (no model needed)."""
+    from medaudit._errors import param_error
+    from medaudit.report import Report
+    from medaudit.report._json import dumps
+    from medaudit.report._junit import checks_to_junit
+    from medaudit.report._model import atomic_write_text
+
+    if fmt not in ("table", "json"):
+        raise param_error("--format", "check", "'table' or 'json'", fmt)
+    attrs = [s.strip() for s in sensitive.split(",") if s.strip()] if sensitive else None
+    section = check_predictions(
+        predictions,
+        policy=policy,
+        sensitive=attrs,
+        threshold=threshold,
+        intersections=intersections,
+        allow_single_class=allow_single_class,
+    )
+    report = Report(
+        sections=[section],
+        meta={
+            "command": "medaudit check",
+            "predictions": str(predictions),
+            "policy": str(policy) if policy else "built-in defaults",
+        },
+    )
+    if junit is not None:
+        atomic_write_text(junit, checks_to_junit(section.checks, "medaudit.fairness"))
+    if out is not None:
+        report.save(out)
+    if fmt == "json":
+        sys.stdout.write(dumps(report.to_dict()))
+    else:
+        sys.stdout.write(section.summary + "\n\n" + render_table(section.checks) + "\n")
+        for n in section.notes:
+            sys.stdout.write(f"note: {n}\n")
+    failed = any(c.status == "fail" for c in section.checks)
+    if failed:
+        raise typer.Exit(1)
+    return 0

@@ -1,0 +1,37 @@
+"""Fairness audit: group metrics with honest statistics, gaps, and the report section."""
+
+from medaudit.fairness._group import (
+    GapResult,
+    GroupMetrics,
+    adjust_gap_pvalues,
+    group_metrics,
+    subgroup_gap,
+)
+from medaudit.fairness._interop import metricframe
+from medaudit.fairness._metrics import (
+    METRICS,
+    MetricSpec,
+    expected_calibration_error,
+    underdiagnosis_rate,
+)
+from medaudit.fairness._mitigation import threshold_optimizer_suggestion
+from medaudit.fairness._section import continuous_association, fairness_section
+from medaudit.fairness._thresholds import sensitivity_threshold, youden_threshold
+
+__all__ = [
+    "METRICS",
+    "GapResult",
+    "GroupMetrics",
+    "MetricSpec",
+    "adjust_gap_pvalues",
+    "continuous_association",
+    "expected_calibration_error",
+    "fairness_section",
+    "group_metrics",
+    "metricframe",
+    "sensitivity_threshold",
+    "subgroup_gap",
+    "threshold_optimizer_suggestion",
+    "underdiagnosis_rate",
+    "youden_threshold",
+]

@@ -1,0 +1,225 @@
+"""The group metrics medaudit reports, with their Fairlearn / scikit-learn names.
+
+Names follow Fairlearn where it has the metric (``count``, ``selection_rate``,
+``true_positive_rate``, ...), so a Fairlearn user reads the tables without translation;
+the others use the field's names (``auroc``, ``underdiagnosis_rate``, ``ece``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from numpy.typing import ArrayLike
+
+__all__ = [
+    "GAP_METRICS",
+    "METRICS",
+    "MetricSpec",
+    "expected_calibration_error",
+    "metric_spec",
+    "underdiagnosis_rate",
+]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """What one group metric is and how it is judged.
+
+    Parameters
+    ----------
+    name : str
+        Column / check name (Fairlearn's where it exists).
+    label : str
+        Short label for tables and plots.
+    higher_is_better : bool or None
+        Direction used to name the worst group; None when neither direction is "worse"
+        (selection rate, prevalence).
+    reference : str
+        The scikit-learn / Fairlearn function that computes the same number.
+    description : str
+        One line in words.
+    """
+
+    name: str
+    label: str
+    higher_is_better: bool | None
+    reference: str
+    description: str
+
+
+METRICS: dict[str, MetricSpec] = {
+    m.name: m
+    for m in (
+        MetricSpec("count", "n", None, "fairlearn.metrics.count", "number of images"),
+        MetricSpec(
+            "prevalence", "prevalence", None, "numpy.mean(y_true)", "fraction with the finding"
+        ),
+        MetricSpec(
+            "auroc",
+            "AUROC",
+            True,
+            "sklearn.metrics.roc_auc_score",
+            "area under the ROC curve (ranking quality, threshold-free)",
+        ),
+        MetricSpec(
+            "true_positive_rate",
+            "TPR (sensitivity)",
+            True,
+            "fairlearn.metrics.true_positive_rate",
+            "fraction of patients with the finding who are flagged",
+        ),
+        MetricSpec(
+            "true_negative_rate",
+            "TNR (specificity)",
+            True,
+            "fairlearn.metrics.true_negative_rate",
+            "fraction of patients without the finding who are not flagged",
+        ),
+        MetricSpec(
+            "false_positive_rate",
+            "FPR",
+            False,
+            "fairlearn.metrics.false_positive_rate",
+            "fraction of patients without the finding who are flagged",
+        ),
+        MetricSpec(
+            "false_negative_rate",
+            "FNR",
+            False,
+            "fairlearn.metrics.false_negative_rate",
+            "fraction of patients with the finding who are missed",
+        ),
+        MetricSpec(
+            "ppv",
+            "PPV (precision)",
+            True,
+            "sklearn.metrics.precision_score",
+            "fraction of flagged patients who have the finding",
+        ),
+        MetricSpec(
+            "selection_rate",
+            "selection rate",
+            None,
+            "fairlearn.metrics.selection_rate",
+            "fraction of patients flagged",
+        ),
+        MetricSpec(
+            "balanced_accuracy",
+            "balanced accuracy",
+            True,
+            "sklearn.metrics.balanced_accuracy_score",
+            "mean of sensitivity and specificity",
+        ),
+        MetricSpec(
+            "brier_score",
+            "Brier score",
+            False,
+            "sklearn.metrics.brier_score_loss",
+            "mean squared error of the predicted probability",
+        ),
+        MetricSpec(
+            "ece",
+            "ECE",
+            False,
+            "10 equal-width bins, sum of |mean score - observed rate| weighted by bin size",
+            "expected calibration error",
+        ),
+        MetricSpec(
+            "underdiagnosis_rate",
+            "underdiagnosis rate",
+            False,
+            "false negative rate of the finding (false positive rate of 'no finding')",
+            "fraction of patients with a finding who are predicted 'no finding'",
+        ),
+    )
+}
+
+#: Metrics whose group differences are reported in the gap table.
+GAP_METRICS: tuple[str, ...] = tuple(m for m in METRICS if m not in ("count", "prevalence"))
+
+
+def metric_spec(name: str, func: str) -> MetricSpec:
+    """The :class:`MetricSpec` called ``name``; a clear error otherwise."""
+    from medaudit._errors import param_error
+
+    if name not in METRICS:
+        raise param_error("metric", func, f"one of {tuple(METRICS)}", name)
+    return METRICS[name]
+
+
+def expected_calibration_error(y_true: ArrayLike, y_prob: ArrayLike, *, n_bins: int = 10) -> float:
+    """Expected calibration error with ``n_bins`` equal-width bins on [0, 1].
+
+    ``ECE = sum_j (n_j / n) * |mean(y_prob in bin j) - mean(y_true in bin j)|``, with bin
+    ``j`` = ``[j / n_bins, (j + 1) / n_bins)`` and the last bin closed at 1.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        Binary labels.
+    y_prob : array-like of shape (n_samples,)
+        Predicted probability of the positive class, in [0, 1].
+    n_bins : int
+        Number of bins.
+
+    References
+    ----------
+    .. [1] Guo C, Pleiss G, Sun Y, Weinberger KQ. On calibration of modern neural
+           networks. ICML 2017.
+
+    Examples
+    --------
+    >>> round(expected_calibration_error([0, 1, 1, 0], [0.2, 0.8, 0.6, 0.4]), 6)
+    0.3
+    """
+    import numpy as np
+
+    from medaudit._errors import InvalidInputError, param_error
+
+    if not isinstance(n_bins, int) or n_bins < 1:
+        raise param_error("n_bins", "expected_calibration_error", "a positive integer", n_bins)
+    y = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(y_prob, dtype=np.float64)
+    if y.shape != p.shape or y.ndim != 1 or y.size == 0:
+        raise InvalidInputError(
+            "expected_calibration_error: y_true and y_prob must be non-empty, 1-d and "
+            f"of the same length; got shapes {y.shape} and {p.shape}."
+        )
+    edges = np.linspace(0.0, 1.0, n_bins + 1)[1:-1]
+    b = np.searchsorted(edges, p, side="right")
+    gap = np.bincount(b, weights=p - y, minlength=n_bins)
+    return float(np.abs(gap).sum() / y.size)
+
+
+def underdiagnosis_rate(y_true: ArrayLike, y_pred: ArrayLike) -> float:
+    """Fraction of patients with a finding whom the model calls "no finding".
+
+    For a binary finding classifier this is the false negative rate; for a model with a
+    "No Finding" output it equals that output's false positive rate, the form used by
+    Seyyed-Kalantari et al. Returns NaN when no patient has the finding.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        1 = the patient has a finding.
+    y_pred : array-like of shape (n_samples,)
+        1 = the model flags a finding.
+
+    References
+    ----------
+    .. [1] Seyyed-Kalantari L, Zhang H, McDermott MBA, Chen IY, Ghassemi M.
+           Underdiagnosis bias of artificial intelligence algorithms applied to chest
+           radiographs in under-served patient populations. Nat Med 27:2176-2182, 2021.
+
+    Examples
+    --------
+    >>> underdiagnosis_rate([1, 1, 1, 0], [1, 0, 1, 0])
+    0.3333333333333333
+    """
+    import numpy as np
+
+    y = np.asarray(y_true).astype(bool)
+    p = np.asarray(y_pred).astype(bool)
+    if y.sum() == 0:
+        return float("nan")
+    return float(np.mean(~p[y]))
