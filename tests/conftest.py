@@ -21,6 +21,15 @@ def demo_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def full_demo_run(tmp_path_factory):
+    """The demo with its default settings (what `medaudit demo` runs); for slow tests."""
+    from medaudit.demo import run_demo
+
+    out = tmp_path_factory.mktemp("full-demo")
+    return run_demo(out, seed=0, progress=False)
+
+
+@pytest.fixture(scope="session")
 def demo_report_dir(demo_run):
     """Folder holding the quick demo's index.html and audit.json."""
     return demo_run.out_dir

@@ -222,7 +222,7 @@ def test_state_dict_needs_arch(tmp_path):
         load_checkpoint(path)
     assert str(err.value) == (
         f"{path} holds bare weights with no architecture; pass the architecture "
-        "(arch=... / --arch), one of: 'densenet121', 'resnet18', 'small_cnn'."
+        "(arch=... / --arch), one of: 'densenet121', 'resnet18', 'small_cnn', 'small_cnn_gn'."
     )
 
 

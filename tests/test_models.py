@@ -92,9 +92,13 @@ def test_builtin_entries_and_classes():
 def test_small_cnn_is_small():
     n = sum(p.numel() for p in build_model("small_cnn").parameters())
     assert 30_000 < n < 80_000
-    # GroupNorm, no BatchNorm: usable with DP per-sample gradients and federated averaging.
-    model = build_model("small_cnn")
+    # The GroupNorm variant has no BatchNorm: usable with DP per-sample gradients and
+    # federated averaging, and train- and eval-mode outputs agree.
+    assert any(isinstance(m, nn.BatchNorm2d) for m in build_model("small_cnn").modules())
+    model = build_model("small_cnn_gn")
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    with pytest.raises(InvalidParameterError, match="'norm' parameter of SmallCNN"):
+        SmallCNN(norm="layer")
     x = torch.rand(2, 1, 16, 16)
     with torch.no_grad():
         assert torch.equal(model.train()(x), model.eval()(x))
@@ -160,7 +164,7 @@ def test_factory_without_features_head_is_rejected(registry):
         (
             {"arch": "vgg"},
             "The 'arch' parameter of build_model must be one of 'densenet121', 'resnet18', "
-            "'small_cnn'. Got 'vgg' instead.",
+            "'small_cnn', 'small_cnn_gn'. Got 'vgg' instead.",
         ),
         (
             {"arch": "small_cnn", "in_channels": 0},
@@ -182,3 +186,16 @@ def test_build_model_validates(kwargs, message):
 def test_register_validates(registry, name, factory):
     with pytest.raises(InvalidParameterError):
         register_architecture(name, factory)
+
+
+def test_build_model_random_state_fixes_init_and_leaves_global_rng():
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    a = build_model("small_cnn", random_state=5)
+    assert torch.equal(torch.rand(1), expected_next)  # global RNG untouched
+    b = build_model("small_cnn", random_state=5)
+    c = build_model("small_cnn", random_state=6)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)

@@ -49,7 +49,7 @@ def train_checkpoint(
     c, h, _ = train.image_shape
     size = image_size or h
     mean, std = compute_normalization(train)
-    model = build_model(arch, in_channels=c, num_classes=cohort.num_classes)
+    model = build_model(arch, in_channels=c, num_classes=cohort.num_classes, random_state=seed)
     result = train_model(
         model,
         train,
