@@ -99,3 +99,18 @@ def test_bootstrap_keeps_strata_sizes_and_whole_patients():
     assert np.allclose(W[:, [6, 8, 9]].sum(1), 3)
     W2 = bootstrap_counts(strata, n_boot=300, random_state=0, clusters=patients)
     assert np.array_equal(W, W2)
+
+
+def test_saved_report_is_readable_by_others(tmp_path):
+    import os
+    import stat
+
+    from medaudit.report import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "a.txt").stat().st_mode)
+    assert mode == 0o644
