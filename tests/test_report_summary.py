@@ -204,3 +204,13 @@ def test_summary_validates_its_parameters():
         build_summary({"sections": []})  # type: ignore[arg-type]
     with pytest.raises(InvalidParameterError, match="'n_findings' parameter of build_summary"):
         build_summary(Report(), n_findings=-1)
+
+
+def test_findings_the_ci_supports_rank_before_possible_noise():
+    from medaudit.report import Check, Report, Section, build_summary
+
+    noisy = Check.evaluate("f.a&b.gap", "noisy gap", 0.40, op="<=", threshold=0.05, ci=(-0.1, 0.8))
+    solid = Check.evaluate("f.sex.gap", "solid gap", 0.10, op="<=", threshold=0.05, ci=(0.07, 0.14))
+    rep = Report([Section("f", "F", "s", checks=[noisy, solid])])
+    ids = [f.check.id for f in build_summary(rep).findings]
+    assert ids == ["f.sex.gap", "f.a&b.gap"]

@@ -1,7 +1,8 @@
 """The executive summary: the verdict and the few findings that matter most, in plain words.
 
 The summary is built from every :class:`~medaudit.report.Section`'s checks alone; no audit
-is named here. Failed checks come before warnings; within a severity, the check that lies
+is named here. Failed checks come before warnings; within a severity, checks whose CI
+crosses the threshold (possibly noise) come after the rest; then the check that lies
 furthest beyond its threshold (relative to the threshold) comes first. Each finding is one
 sentence with the number, its confidence interval and the threshold, followed by the
 check's own ``advice``.
@@ -293,7 +294,7 @@ def build_summary(
     if confidence is None:
         confidence = _confidence_from_meta(report.meta)
     counts = dict.fromkeys(STATUSES, 0)
-    ranked: list[tuple[tuple[int, float, str, int], Finding]] = []
+    ranked: list[tuple[tuple[int, int, float, str, int], Finding]] = []
     order = 0
     for section in report.sections:
         for check in section.checks:
@@ -309,8 +310,12 @@ def build_summary(
                 advice=check.advice,
                 excess=excess,
             )
+            # A finding that may be noise (its CI crosses the threshold) ranks after those
+            # the CI supports and those without sampling error (counts such as patient
+            # overlap), however far its point estimate lies; then the larger excess.
             # Rounded so that float noise does not decide between equal excesses.
-            key = (_SEVERITY_RANK[check.status], -round(excess, 9), check.id, order)
+            certainty = 1 if check.ci_excludes_threshold is False else 0
+            key = (_SEVERITY_RANK[check.status], certainty, -round(excess, 9), check.id, order)
             ranked.append((key, finding))
             order += 1
     ranked.sort(key=lambda kf: kf[0])
