@@ -36,6 +36,17 @@ def demo_report_dir(demo_run):
 
 
 @pytest.fixture(scope="session")
+def committed_demo_report_dir():
+    """The full demo's report committed in reports/demo (what visitors open)."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "reports" / "demo"
+    if not (path / "index.html").is_file():
+        pytest.skip("reports/demo/index.html is not in this checkout")
+    return path
+
+
+@pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory):
     """A small synthetic data set written to disk (manifest.csv + images/)."""
     from medaudit.data.synthetic import write_synthetic

@@ -357,7 +357,7 @@ def test_harness_sees_requests_console_errors_and_dialogs(chromium_available, tm
 
 
 @pytest.mark.parametrize("javascript", [True, False], ids=["js", "nojs"])
-@pytest.mark.parametrize("which", ["report_dir", "demo_report_dir"])
+@pytest.mark.parametrize("which", ["report_dir", "demo_report_dir", "committed_demo_report_dir"])
 def test_report_in_headless_chromium(request, chromium_available, tmp_path, which, javascript):
     try:
         rdir = Path(request.getfixturevalue(which))

@@ -61,3 +61,13 @@ def test_demo_is_deterministic(tmp_path, demo_run):
     for name in a["sections"]:
         assert a["sections"][name]["tables"] == b["sections"][name]["tables"], name
         assert a["sections"][name]["checks"] == b["sections"][name]["checks"], name
+
+
+def test_committed_demo_report_matches_its_audit_json(committed_demo_report_dir):
+    # reports/demo must be what the current renderer makes of its audit.json; if this
+    # fails, regenerate it: `tox -e reports` (or `medaudit report --from ... --out ...`).
+    from medaudit.report import render_document
+
+    doc = json.loads((committed_demo_report_dir / "audit.json").read_text(encoding="utf-8"))
+    html = (committed_demo_report_dir / "index.html").read_text(encoding="utf-8")
+    assert render_document(doc) == html
