@@ -71,3 +71,18 @@ def test_committed_demo_report_matches_its_audit_json(committed_demo_report_dir)
     doc = json.loads((committed_demo_report_dir / "audit.json").read_text(encoding="utf-8"))
     html = (committed_demo_report_dir / "index.html").read_text(encoding="utf-8")
     assert render_document(doc) == html
+
+
+@pytest.mark.slow
+def test_no_false_alarm_without_a_hard_subgroup(tmp_path):
+    # The same pipeline on hospitals generated without the hard subgroup: the sex gap
+    # check must stay quiet (the planted-effect twin is test_hard_subgroup_is_harder).
+    import dataclasses
+
+    from medaudit.demo import DemoSettings, run_demo
+
+    settings = dataclasses.replace(DemoSettings(), hard_subgroup=None)
+    res = run_demo(tmp_path, seed=0, settings=settings, progress=False)
+    check = next(c for c in res.report.checks if c.id == "fairness.sex.auroc_gap")
+    assert check.status == "pass", check
+    assert check.ci[0] < 0.05
