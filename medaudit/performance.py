@@ -14,9 +14,15 @@ import pandas as pd
 from medaudit._errors import param_error
 from medaudit.inference import Predictions
 from medaudit.report import Check, Figure, Policy, Section
-from medaudit.stats import bootstrap_counts, percentile_ci, weighted_auroc
+from medaudit.stats import (
+    bootstrap_counts,
+    calibration_bins,
+    expected_calibration_error,
+    percentile_ci,
+    weighted_auroc,
+)
 
-__all__ = ["calibration_curve", "expected_calibration_error", "performance_section"]
+__all__ = ["calibration_curve", "performance_section"]
 
 REFERENCES = [
     "Hanley JA, McNeil BJ. The meaning and use of the area under a receiver operating "
@@ -26,58 +32,11 @@ REFERENCES = [
 ]
 
 
-def _bin_index(prob: np.ndarray, n_bins: int) -> np.ndarray:
-    # Equal-width bins on [0, 1]; a probability of exactly 1 falls in the last bin.
-    return np.minimum((np.asarray(prob) * n_bins).astype(np.int64), n_bins - 1)
-
-
-def expected_calibration_error(
-    y_true: np.ndarray, y_prob: np.ndarray, *, n_bins: int = 10, weights: np.ndarray | None = None
-) -> np.ndarray | float:
-    """Expected calibration error of positive-class probabilities (equal-width bins).
-
-    ECE = Σ_b (n_b / n) · |mean(y in b) − mean(p in b)|, the binary reliability form
-    of Guo et al. (2017).
-
-    Parameters
-    ----------
-    y_true : array-like of shape (n_samples,)
-        Binary labels.
-    y_prob : array-like of shape (n_samples,)
-        Predicted probability of the positive class.
-    n_bins : int
-        Number of equal-width bins on [0, 1].
-    weights : ndarray of shape (n_rows, n_samples), optional
-        Bootstrap counts; then one ECE per row is returned.
-
-    Examples
-    --------
-    >>> expected_calibration_error([0, 1, 1, 0], [0.0, 1.0, 1.0, 0.0])
-    0.0
-    >>> round(expected_calibration_error([0, 0], [0.3, 0.3]), 3)
-    0.3
-    """
-    if not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
-        raise param_error("n_bins", "expected_calibration_error", "a positive integer", n_bins)
-    y = np.asarray(y_true, dtype=np.float64)
-    p = np.asarray(y_prob, dtype=np.float64)
-    single = weights is None
-    w = np.ones((1, len(y))) if weights is None else np.atleast_2d(weights)
-    onehot = np.zeros((len(y), n_bins))
-    onehot[np.arange(len(y)), _bin_index(p, n_bins)] = 1.0
-    n_b = w @ onehot
-    y_b = (w * y) @ onehot
-    p_b = (w * p) @ onehot
-    total = n_b.sum(axis=1)
-    ece = np.abs(y_b - p_b).sum(axis=1) / np.where(total > 0, total, np.nan)
-    return float(ece[0]) if single else ece
-
-
 def calibration_curve(y_true: np.ndarray, y_prob: np.ndarray, *, n_bins: int = 10) -> pd.DataFrame:
     """Reliability table: per bin, n, mean predicted probability, observed positive rate."""
     y = np.asarray(y_true, dtype=np.float64)
     p = np.asarray(y_prob, dtype=np.float64)
-    b = _bin_index(p, n_bins)
+    b = calibration_bins(p, n_bins)
     df = pd.DataFrame({"bin": b, "y": y, "p": p})
     g = df.groupby("bin").agg(
         n=("y", "size"), mean_predicted=("p", "mean"), observed_rate=("y", "mean")

@@ -4,8 +4,9 @@ import pytest
 from sklearn.metrics import confusion_matrix, recall_score, roc_auc_score
 
 from medaudit.inference import Predictions
-from medaudit.performance import calibration_curve, expected_calibration_error, performance_section
+from medaudit.performance import calibration_curve, performance_section
 from medaudit.report import Policy
+from medaudit.stats import expected_calibration_error
 
 
 def _preds(n=600, sep=1.0, seed=0, sites=("A", "B", "C"), site_shift=None):
@@ -83,3 +84,13 @@ def test_same_seed_same_numbers():
     a = performance_section(_preds(), policy=pol).tables["overall"]
     b = performance_section(_preds(), policy=pol).tables["overall"]
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_weighted_ece_equals_ece_on_repeated_rows():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 80)
+    p = np.round(rng.random(80), 1)  # many values on bin edges
+    w = rng.integers(0, 3, 80).astype(float)
+    rep = np.repeat(np.arange(80), w.astype(int))
+    got = expected_calibration_error(y, p, weights=w[None])[0]
+    assert got == pytest.approx(expected_calibration_error(y[rep], p[rep]), abs=1e-12)

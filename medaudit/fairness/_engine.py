@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from medaudit.stats import multinomial_counts
+from medaudit.stats import calibration_bins, multinomial_counts
 
 __all__ = [
     "Hist",
@@ -70,9 +70,8 @@ class Hist:
     n_bins: int
 
     def __post_init__(self) -> None:
-        edges = np.linspace(0.0, 1.0, self.n_bins + 1)[1:-1]
         self.vals = [[self.grid[c] for c in row] for row in self.codes]
-        self.ece_bin = [[np.searchsorted(edges, v, side="right") for v in row] for row in self.vals]
+        self.ece_bin = [[calibration_bins(v, self.n_bins) for v in row] for row in self.vals]
         self._features: list[list[np.ndarray]] | None = None
         k = len(self.grid)
         self.auc_lohi = [_lohi(self.codes[0][g], self.codes[1][g], k) for g in range(self.n_groups)]

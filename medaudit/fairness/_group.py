@@ -590,7 +590,7 @@ def _binned(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Codes and representative values of a quantile grid that keeps threshold and ECE edges."""
     q = np.quantile(s, np.linspace(0, 1, n_bins_q + 1)[1:-1])
-    edges = np.unique(np.concatenate([q, [threshold], np.linspace(0, 1, n_bins + 1)[1:-1]]))
+    edges = np.unique(np.concatenate([q, [threshold], np.arange(1, n_bins) / n_bins]))
     codes = np.searchsorted(edges, s, side="right")
     k = len(edges) + 1
     cnt = np.bincount(codes, minlength=k)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from numpy.typing import ArrayLike
 
+from medaudit.stats import expected_calibration_error
+
 __all__ = [
     "GAP_METRICS",
     "METRICS",
@@ -145,50 +147,6 @@ def metric_spec(name: str, func: str) -> MetricSpec:
     if name not in METRICS:
         raise param_error("metric", func, f"one of {tuple(METRICS)}", name)
     return METRICS[name]
-
-
-def expected_calibration_error(y_true: ArrayLike, y_prob: ArrayLike, *, n_bins: int = 10) -> float:
-    """Expected calibration error with ``n_bins`` equal-width bins on [0, 1].
-
-    ``ECE = sum_j (n_j / n) * |mean(y_prob in bin j) - mean(y_true in bin j)|``, with bin
-    ``j`` = ``[j / n_bins, (j + 1) / n_bins)`` and the last bin closed at 1.
-
-    Parameters
-    ----------
-    y_true : array-like of shape (n_samples,)
-        Binary labels.
-    y_prob : array-like of shape (n_samples,)
-        Predicted probability of the positive class, in [0, 1].
-    n_bins : int
-        Number of bins.
-
-    References
-    ----------
-    .. [1] Guo C, Pleiss G, Sun Y, Weinberger KQ. On calibration of modern neural
-           networks. ICML 2017.
-
-    Examples
-    --------
-    >>> round(expected_calibration_error([0, 1, 1, 0], [0.2, 0.8, 0.6, 0.4]), 6)
-    0.3
-    """
-    import numpy as np
-
-    from medaudit._errors import InvalidInputError, param_error
-
-    if not isinstance(n_bins, int) or n_bins < 1:
-        raise param_error("n_bins", "expected_calibration_error", "a positive integer", n_bins)
-    y = np.asarray(y_true, dtype=np.float64)
-    p = np.asarray(y_prob, dtype=np.float64)
-    if y.shape != p.shape or y.ndim != 1 or y.size == 0:
-        raise InvalidInputError(
-            "expected_calibration_error: y_true and y_prob must be non-empty, 1-d and "
-            f"of the same length; got shapes {y.shape} and {p.shape}."
-        )
-    edges = np.linspace(0.0, 1.0, n_bins + 1)[1:-1]
-    b = np.searchsorted(edges, p, side="right")
-    gap = np.bincount(b, weights=p - y, minlength=n_bins)
-    return float(np.abs(gap).sum() / y.size)
 
 
 def underdiagnosis_rate(y_true: ArrayLike, y_pred: ArrayLike) -> float:
