@@ -20,6 +20,7 @@ from medaudit.stats import (
     expected_calibration_error,
     percentile_ci,
     weighted_auroc,
+    weighted_expected_calibration_error,
 )
 
 __all__ = ["calibration_curve", "performance_section"]
@@ -160,10 +161,11 @@ def performance_section(
     )
     metric("PPV", float(_rate(ones, y, pred_pos)[0]), _rate(boot.W, y, pred_pos))
     metric("NPV", float(_rate(ones, ~y, ~pred_pos)[0]), _rate(boot.W, ~y, ~pred_pos))
-    ece_point = float(expected_calibration_error(y, s, n_bins=n_bins))
     ece, ece_ci = metric(
-        "ECE", ece_point, expected_calibration_error(y, s, n_bins=n_bins, weights=boot.W)
-    )  # type: ignore[arg-type]
+        "ECE",
+        expected_calibration_error(y, s, n_bins=n_bins),
+        weighted_expected_calibration_error(y, s, boot.W, n_bins=n_bins),
+    )
     t = policy.threshold("performance.ece")
     checks.append(
         Check.evaluate(

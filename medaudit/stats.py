@@ -28,6 +28,7 @@ __all__ = [
     "permutation_pvalue",
     "random_tables",
     "weighted_auroc",
+    "weighted_expected_calibration_error",
 ]
 
 
@@ -395,12 +396,8 @@ def calibration_bins(y_prob: np.ndarray, n_bins: int = 10) -> np.ndarray:
 
 
 def expected_calibration_error(
-    y_true: np.ndarray,
-    y_prob: np.ndarray,
-    *,
-    n_bins: int = 10,
-    weights: np.ndarray | None = None,
-) -> float | np.ndarray:
+    y_true: np.ndarray, y_prob: np.ndarray, *, n_bins: int = 10
+) -> float:
     """Expected calibration error of positive-class probabilities (equal-width bins).
 
     ``ECE = Σ_j (n_j / n) · |mean(y_prob in bin j) − mean(y_true in bin j)|``, the binary
@@ -414,8 +411,6 @@ def expected_calibration_error(
         Predicted probability of the positive class, in [0, 1].
     n_bins : int
         Number of bins.
-    weights : ndarray of shape (n_rows, n_samples), optional
-        Bootstrap counts; then one ECE per row is returned (vectorised).
 
     References
     ----------
@@ -426,9 +421,43 @@ def expected_calibration_error(
     --------
     >>> round(expected_calibration_error([0, 1, 1, 0], [0.2, 0.8, 0.6, 0.4]), 6)
     0.3
-    >>> float(expected_calibration_error([0, 1, 1, 0], [0.0, 1.0, 1.0, 0.0]))
+    >>> expected_calibration_error([0, 1, 1, 0], [0.0, 1.0, 1.0, 0.0])
     0.0
     """
+    y, p = _check_calibration_input(y_true, y_prob, n_bins)
+    return float(weighted_expected_calibration_error(y, p, np.ones((1, len(y))), n_bins=n_bins)[0])
+
+
+def weighted_expected_calibration_error(
+    y_true: np.ndarray, y_prob: np.ndarray, weights: np.ndarray, *, n_bins: int = 10
+) -> np.ndarray:
+    """ECE for each row of ``weights`` (e.g. bootstrap counts), vectorised.
+
+    Parameters
+    ----------
+    y_true, y_prob : ndarray of shape (n_samples,)
+    weights : ndarray of shape (n_rows, n_samples)
+    n_bins : int
+
+    Returns
+    -------
+    ndarray of shape (n_rows,)
+        NaN for a row with no weight.
+    """
+    y, p = _check_calibration_input(y_true, y_prob, n_bins)
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    onehot = np.zeros((len(y), n_bins))
+    onehot[np.arange(len(y)), calibration_bins(p, n_bins)] = 1.0
+    gap = (w * (p - y)) @ onehot
+    total = w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out: np.ndarray = np.abs(gap).sum(axis=1) / np.where(total > 0, total, np.nan)
+    return out
+
+
+def _check_calibration_input(
+    y_true: np.ndarray, y_prob: np.ndarray, n_bins: int
+) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(n_bins, (int, np.integer)) or isinstance(n_bins, bool) or n_bins < 1:
         raise param_error("n_bins", "expected_calibration_error", "a positive integer", n_bins)
     y = np.asarray(y_true, dtype=np.float64)
@@ -438,14 +467,4 @@ def expected_calibration_error(
             "expected_calibration_error: y_true and y_prob must be non-empty, 1-d and "
             f"of the same length; got shapes {y.shape} and {p.shape}."
         )
-    b = calibration_bins(p, n_bins)
-    if weights is None:
-        gap = np.bincount(b, weights=p - y, minlength=n_bins)
-        return float(np.abs(gap).sum() / y.size)
-    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    onehot = np.zeros((len(y), n_bins))
-    onehot[np.arange(len(y)), b] = 1.0
-    gap = (w * (p - y)) @ onehot
-    total = w.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.abs(gap).sum(axis=1) / np.where(total > 0, total, np.nan)
+    return y, p

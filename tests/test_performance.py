@@ -6,7 +6,7 @@ from sklearn.metrics import confusion_matrix, recall_score, roc_auc_score
 from medaudit.inference import Predictions
 from medaudit.performance import calibration_curve, performance_section
 from medaudit.report import Policy
-from medaudit.stats import expected_calibration_error
+from medaudit.stats import expected_calibration_error, weighted_expected_calibration_error
 
 
 def _preds(n=600, sep=1.0, seed=0, sites=("A", "B", "C"), site_shift=None):
@@ -92,5 +92,5 @@ def test_weighted_ece_equals_ece_on_repeated_rows():
     p = np.round(rng.random(80), 1)  # many values on bin edges
     w = rng.integers(0, 3, 80).astype(float)
     rep = np.repeat(np.arange(80), w.astype(int))
-    got = expected_calibration_error(y, p, weights=w[None])[0]
+    got = weighted_expected_calibration_error(y, p, w[None])[0]
     assert got == pytest.approx(expected_calibration_error(y[rep], p[rep]), abs=1e-12)

@@ -108,7 +108,7 @@ class Cohort:
         self.name = name
         self._reader = reader or _default_reader
         self._shape: tuple[int, int, int] | None = (
-            tuple(images.shape[1:]) if images is not None else None  # type: ignore[assignment]
+            tuple(images.shape[1:]) if images is not None else None
         )
 
     # -- basic facts ---------------------------------------------------------------------
@@ -140,8 +140,9 @@ class Cohort:
     def image_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of the first image (all images are brought to this size)."""
         if self._shape is None:
-            self._shape = tuple(self.image(0).shape)  # type: ignore[assignment]
-        return self._shape  # type: ignore[return-value]
+            c, h, w = self.image(0).shape
+            self._shape = (c, h, w)
+        return self._shape
 
     def resolve(self, path: str | Path) -> Path:
         """Absolute location of a ``path`` value."""

@@ -370,6 +370,9 @@ def iter_bootstrap(
                     w[c].append(_resample(h.counts[c][g], b, rng))
                 else:
                     m = h.units[c][g]
+                    if m is None:  # an empty group x class: nothing to resample
+                        w[c].append(np.zeros((b, 0)))
+                        continue
                     n_units = m.shape[0]
                     if n_units == 0:
                         w[c].append(np.zeros((b, m.shape[1])))

@@ -1165,20 +1165,20 @@ def _gap_rows(
         ("equal_opportunity_difference", ("true_positive_rate",)),
         ("equalized_odds_difference", ("true_positive_rate", "false_positive_rate")),
     ):
-        vals = [diffs[p][0] for p in parts]
+        part_values = [diffs[p][0] for p in parts]
         r = base(name, "difference")
-        if not all(math.isfinite(v) for v in vals):
+        if not all(math.isfinite(v) for v in part_values):
             r["reason"] = "fewer than two groups can be compared" + (
                 f" ({skipped_txt})" if skipped_txt else ""
             )
             out.append(r)
             continue
-        which = parts[int(np.argmax(vals))]
+        which = parts[int(np.argmax(part_values))]
         rep = np.max(np.stack([diffs[p][1] for p in parts]), axis=0)
         ci = _ci(rep, alpha)
         src = next(x for x in out if x["metric"] == which and x["kind"] == "difference")
         r.update(
-            value=float(max(vals)),
+            value=float(max(part_values)),
             ci_low=ci[0],
             ci_high=ci[1],
             group_high=src["group_high"],

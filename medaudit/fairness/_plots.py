@@ -69,7 +69,9 @@ def forest_plot(checks: Sequence[Check], *, title: str = "Fairness gaps") -> Fig
         y = len(drawn) - 1 - i
         if c.ci is not None and all(math.isfinite(v) for v in c.ci):
             ax.plot(c.ci, [y, y], color=colors[c.status], lw=2)
-        ax.plot([c.value], [y], "o", color=colors[c.status], ms=5)
+        ax.plot(
+            [float("nan") if c.value is None else c.value], [y], "o", color=colors[c.status], ms=5
+        )
         if c.threshold is not None:
             ax.plot([c.threshold, c.threshold], [y - 0.4, y + 0.4], color="0.2", lw=1)
     ax.axvline(0, color="0.7", lw=0.8, ls="--")
