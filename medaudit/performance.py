@@ -139,16 +139,12 @@ def performance_section(
         auc, auc_ci = metric(
             "AUROC", float(weighted_auroc(y, s, ones)[0]), weighted_auroc(y, s, boot.W)
         )
-        t = policy.threshold("performance.auroc")
         checks.append(
-            Check.evaluate(
+            policy.judge(
                 "performance.auroc",
                 "AUROC on the audited cohort",
                 auc,
-                op=t.op,
-                threshold=t.threshold,
                 ci=auc_ci,
-                severity=t.severity,  # type: ignore[arg-type]
                 advice="The model does not separate diseased from healthy images well enough: "
                 "train longer or on more data, or check the data integrity section first.",
             )
@@ -166,16 +162,12 @@ def performance_section(
         expected_calibration_error(y, s, n_bins=n_bins),
         weighted_expected_calibration_error(y, s, boot.W, n_bins=n_bins),
     )
-    t = policy.threshold("performance.ece")
     checks.append(
-        Check.evaluate(
+        policy.judge(
             "performance.ece",
             f"Expected calibration error ({n_bins} bins)",
             ece,
-            op=t.op,
-            threshold=t.threshold,
             ci=ece_ci,
-            severity=t.severity,  # type: ignore[arg-type]
             advice="Scores are not calibrated probabilities: recalibrate (temperature or "
             "isotonic scaling on a validation split) before reading them as risks.",
         )
@@ -281,15 +273,11 @@ def _per_site(
     worst = min(aucs, key=lambda k: aucs[k][0])
     gap = aucs[best][0] - aucs[worst][0]
     gap_ci = boot.ci(aucs[best][1] - aucs[worst][1])
-    t = policy.threshold("performance.site_auroc_gap")
-    return table, Check.evaluate(
+    return table, policy.judge(
         "performance.site_auroc_gap",
         f"{desc} ({best} vs {worst})",
         gap,
-        op=t.op,
-        threshold=t.threshold,
         ci=gap_ci,
-        severity=t.severity,  # type: ignore[arg-type]
         advice=f"Performance drops at {worst}: check its acquisition profile and whether the "
         "model relies on site-specific cues (markers, scanner noise) before deploying there.",
     )
@@ -364,15 +352,11 @@ def _multiclass_section(predictions: Predictions, policy: Policy) -> Section:
     table = pd.DataFrame(rows)
     macro = float(np.nanmean(table["auroc"]))
     macro_ci = percentile_ci(np.nanmean(np.stack(samples_all), axis=0), conf)
-    t = policy.threshold("performance.auroc")
-    check = Check.evaluate(
+    check = policy.judge(
         "performance.auroc",
         "Macro one-vs-rest AUROC",
         macro,
-        op=t.op,
-        threshold=t.threshold,
         ci=macro_ci,
-        severity=t.severity,  # type: ignore[arg-type]
         advice="Some classes are poorly separated: see the per-class table.",
     )
     return Section(

@@ -311,16 +311,7 @@ def integrity_section(
 
 
 def _evaluate(policy: Policy, cid: str, description: str, value: float, advice: str) -> Check:
-    t = policy.threshold(cid)
-    return Check.evaluate(
-        cid,
-        description,
-        value,
-        op=t.op,
-        threshold=t.threshold,
-        severity=t.severity,  # type: ignore[arg-type]
-        advice=advice,
-    )
+    return policy.judge(cid, description, value, advice=advice)
 
 
 def _pct(k: int | float, n: int) -> str:

@@ -228,22 +228,20 @@ def _checks(gm: GroupMetrics, policy: Policy) -> list[Check]:
                     out.append(Check.skipped(cid, desc, reason or "not computed"))
                     continue
                 r = row.iloc[0]
-                t = policy.threshold(cid, default)
                 if kind == "difference" and r["group_high"]:
                     desc += f": {r['group_high']} vs {r['group_low']}"
                 elif r["worst_group"]:
                     desc += f": {r['worst_group']}"
-                chk = Check.evaluate(
+                chk = policy.judge(
                     cid,
                     desc,
                     float(r["value"]),
-                    op=t.op,
-                    threshold=t.threshold,
                     ci=(float(r["ci_low"]), float(r["ci_high"])),
-                    severity=t.severity,  # type: ignore[arg-type]
                     advice=advice.format(worst=r["worst_group"] or "one group"),
+                    default=default,
                 )
-                out.append(dataclasses.replace(chk, reason=_verdict_reason(chk, r, gm)))
+                reason = "; ".join(x for x in (chk.reason, _verdict_reason(chk, r, gm)) if x)
+                out.append(dataclasses.replace(chk, reason=reason))
     return out
 
 
@@ -426,17 +424,14 @@ def fairness_section(
             if err["status"] == "skipped":
                 checks.append(Check.skipped(cid, desc, str(err["reason"])))
             else:
-                th = policy.threshold(cid, PEARSON_THRESHOLD)
                 lo, hi = float(err["ci_low"]), float(err["ci_high"])
                 abs_ci = (0.0 if lo <= 0 <= hi else min(abs(lo), abs(hi)), max(abs(lo), abs(hi)))
-                chk = Check.evaluate(
+                chk = policy.judge(
                     cid,
                     desc,
                     abs(float(err["r"])),
-                    op=th.op,
-                    threshold=th.threshold,
                     ci=abs_ci,
-                    severity=th.severity,  # type: ignore[arg-type]
+                    default=PEARSON_THRESHOLD,
                     advice=(
                         f"Errors change with {col}; check performance in the extreme {col} "
                         "groups and their representation in training."
@@ -445,9 +440,14 @@ def fairness_section(
                 checks.append(
                     dataclasses.replace(
                         chk,
-                        reason=(
-                            f"r = {float(err['r']):.3f}, {gm.confidence:.0%} CI "
-                            f"[{lo:.3f}, {hi:.3f}] (Fisher z)"
+                        reason="; ".join(
+                            x
+                            for x in (
+                                chk.reason,
+                                f"r = {float(err['r']):.3f}, {gm.confidence:.0%} CI "
+                                f"[{lo:.3f}, {hi:.3f}] (Fisher z)",
+                            )
+                            if x
                         ),
                     )
                 )
