@@ -144,6 +144,9 @@ def run_demo(
 
     t0 = time.perf_counter()
     preds = predict(result.model, audited, mean=mean, std=std, progress=progress)
+    # The validation split doubles as the calibration split of the fairness mitigation
+    # suggestion (group-specific thresholds fitted there, evaluated on the audited images).
+    calibration = predict(result.model, val, mean=mean, std=std)
     timings["predict"] = round(time.perf_counter() - t0, 3)
 
     policy = Policy.from_mapping(
@@ -187,6 +190,7 @@ def run_demo(
             "checkpoint": ckpt.name,
         },
         meta=meta,
+        calibration=calibration,
     )
     report.meta["timings_seconds"]["total"] = round(time.perf_counter() - t_start, 3)
     report.save(out)

@@ -57,6 +57,9 @@ class AuditContext:
     model : torch.nn.Module or None
     model_info : dict
         Architecture, image size, normalisation, class names of the model.
+    calibration : Predictions or None
+        The model's predictions on a calibration split (not the audited cohort): where
+        thresholds are chosen and the fairness mitigation suggestion is fitted.
     """
 
     predictions: Predictions
@@ -66,6 +69,7 @@ class AuditContext:
     train: Cohort | None = None
     model: Any = None
     model_info: dict[str, Any] = field(default_factory=dict)
+    calibration: Predictions | None = None
 
 
 AuditFn = Callable[[AuditContext], Section]
@@ -113,7 +117,11 @@ def _fairness(ctx: AuditContext) -> Section:
         )
     continuous = tuple(c for c in ("age",) if c in ctx.predictions.meta.columns)
     return fairness_section(
-        ctx.predictions, sensitive=ctx.sensitive, policy=ctx.policy, continuous=continuous
+        ctx.predictions,
+        sensitive=ctx.sensitive,
+        policy=ctx.policy,
+        continuous=continuous,
+        calibration=ctx.calibration,
     )
 
 
@@ -150,6 +158,7 @@ def run_audits(
     model: Any = None,
     model_info: dict[str, Any] | None = None,
     meta: dict[str, Any] | None = None,
+    calibration: Predictions | None = None,
 ) -> Report:
     """Run the named audits on one set of predictions and return the report.
 
@@ -168,6 +177,9 @@ def run_audits(
     model_info : dict, optional
     meta : dict, optional
         Extra report metadata (model card, command line, timings so far).
+    calibration : Predictions, optional
+        Predictions on a calibration split, for the fairness mitigation suggestion
+        (group-specific thresholds, never applied).
     """
     policy = policy or Policy.default()
     names = list(audits) if audits is not None else list_audits()
@@ -193,6 +205,7 @@ def run_audits(
         train=train,
         model=model,
         model_info=dict(model_info or {}),
+        calibration=calibration,
     )
     sections: list[Section] = []
     timings: dict[str, float] = {}

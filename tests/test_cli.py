@@ -216,3 +216,37 @@ def test_debug_shows_traceback(tmp_path, trained_checkpoint, capsys, debug):
         ]
     )
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_calibration_split_gives_the_mitigation_suggestion(tmp_path, synth_dir, trained_checkpoint):
+    manifest = pd.read_csv(synth_dir / "manifest.csv")
+    manifest["path"] = [str(synth_dir / p) for p in manifest["path"]]
+    val = tmp_path / "val.csv"
+    manifest[manifest["split"].isin(["train", "val"])].to_csv(val, index=False)
+    test = tmp_path / "test.csv"
+    manifest[~manifest["split"].isin(["train", "val"])].to_csv(test, index=False)
+    out = tmp_path / "r"
+    code = run(
+        [
+            "audit",
+            "--model",
+            str(trained_checkpoint),
+            "--data",
+            str(test),
+            "--calibration-data",
+            str(val),
+            "--sensitive",
+            "sex",
+            "--audits",
+            "fairness",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert code in (0, 1)
+    doc = json.loads((out / "audit.json").read_text())
+    fairness = doc["sections"]["fairness"]
+    assert "mitigation" in fairness["tables"] or any(
+        "Mitigation" in n for n in fairness["notes"]
+    ), fairness["notes"]

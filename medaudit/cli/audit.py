@@ -25,6 +25,7 @@ def audit_checkpoint(
     arch: str | None = None,
     cache_dir: Path | None = None,
     include_identifiers: bool = False,
+    calibration_data: Path | None = None,
     progress: bool = False,
 ):  # noqa: ANN201 - returns medaudit.report.Report
     """Run the audits on ``model`` over ``data`` and save the report in ``out``."""
@@ -37,6 +38,11 @@ def audit_checkpoint(
         model, data, arch=arch, cache_dir=cache_dir, progress=progress
     )
     train = load_cohort(require_file(train_data, "Training manifest")) if train_data else None
+    calibration = None
+    if calibration_data is not None:
+        _, _, calibration = load_model_and_predict(
+            model, calibration_data, arch=arch, cache_dir=cache_dir
+        )
     report = run_audits(
         preds,
         cohort,
@@ -54,6 +60,7 @@ def audit_checkpoint(
             "checkpoint": model.name,
         },
         meta={"title": f"medaudit audit — {model.name} on {data.name}"},
+        calibration=calibration,
     )
     report.save(out, include_identifiers=include_identifiers)
     return report
@@ -85,6 +92,14 @@ def audit(
     include_identifiers: Annotated[
         bool, typer.Option("--include-identifiers", help="Show patient/study ids and file paths.")
     ] = False,
+    calibration_data: Annotated[
+        Path | None,
+        typer.Option(
+            "--calibration-data",
+            help="Manifest of a calibration split (not the audited data): fits the fairness "
+            "mitigation suggestion (group thresholds, never applied).",
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> int:
     """Audit a checkpoint; exit 0 if every check passes, 1 if one fails, 2 on bad input."""
@@ -99,6 +114,7 @@ def audit(
         arch=arch,
         cache_dir=cache_dir,
         include_identifiers=include_identifiers,
+        calibration_data=calibration_data,
         progress=progress,
     )
     failed = [c for c in report.checks if c.status == "fail"]
