@@ -246,10 +246,9 @@ def _checks(gm: GroupMetrics, policy: Policy) -> list[Check]:
 
 
 def _verdict_reason(chk: Check, r: pd.Series, gm: GroupMetrics) -> str:
+    # Whether the CI excludes the threshold is stated by the report for every check
+    # (Check.ci_excludes_threshold); the reason adds what only this audit knows.
     parts = []
-    excl = chk.ci_excludes_threshold
-    if excl is not None:
-        parts.append("CI excludes the threshold" if excl else "CI includes the threshold")
     p = r.get("p_adjusted", math.nan)
     if isinstance(p, float) and math.isfinite(p):
         parts.append(f"permutation p = {p:.3g} ({gm.p_adjust}-adjusted)")
