@@ -11,6 +11,21 @@ matplotlib.use("Agg")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Run a test on one torch thread, restoring the count afterwards.
+
+    Tiny models run fastest on one thread; two threads on a busy 2-core CI box spin and
+    run 5-20x slower. Modules opt in with ``pytestmark = pytest.mark.usefixtures(...)``.
+    """
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
     """One quick demo (synthetic hospitals → train → all audits → report), shared by tests."""

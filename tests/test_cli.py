@@ -18,6 +18,11 @@ def _one_line_error(capsys):
     return err
 
 
+def _audit(model, data, out, *extra):
+    """Exit code of ``medaudit audit --model M --data D --out O [extra...]``."""
+    return run(["audit", "--model", str(model), "--data", str(data), "--out", str(out), *extra])
+
+
 def test_audit_end_to_end_runs_the_model_once(tmp_path, synth_dir, trained_checkpoint, capsys):
     out = tmp_path / "report"
     before = FORWARD_PASSES["count"]
@@ -133,19 +138,7 @@ def test_pickled_checkpoint_is_refused(tmp_path, synth_dir, capsys):
 
     bad = tmp_path / "model.pt"
     torch.save(build_model("small_cnn"), bad)  # a whole pickled module
-    code = run(
-        [
-            "audit",
-            "--model",
-            str(bad),
-            "--arch",
-            "small_cnn",
-            "--data",
-            str(synth_dir / "manifest.csv"),
-            "--out",
-            str(tmp_path / "r"),
-        ]
-    )
+    code = _audit(bad, synth_dir / "manifest.csv", tmp_path / "r", "--arch", "small_cnn")
     assert code == 2
     assert "pickle" in _one_line_error(capsys).lower()
 
@@ -159,19 +152,7 @@ def test_untrusted_pickle_never_runs(tmp_path, synth_dir, capsys):
 
     bad = tmp_path / "evil.pt"
     bad.write_bytes(pickle.dumps(Evil()))
-    code = run(
-        [
-            "audit",
-            "--model",
-            str(bad),
-            "--arch",
-            "small_cnn",
-            "--data",
-            str(synth_dir / "manifest.csv"),
-            "--out",
-            str(tmp_path / "r"),
-        ]
-    )
+    code = _audit(bad, synth_dir / "manifest.csv", tmp_path / "r", "--arch", "small_cnn")
     assert code == 2 and not marker.exists()
     _one_line_error(capsys)
 

@@ -17,15 +17,8 @@ from medaudit.models import (
     register_architecture,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread; two threads on a busy 2-core CI box spin and
-    run 5-20x slower. Restored afterwards so other test modules are unaffected."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Tiny models train fastest on one torch thread (see conftest.one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # Small inputs keep resnet18 / densenet121 fast; both downsample by 32, so 32 is the minimum.
