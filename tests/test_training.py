@@ -81,7 +81,15 @@ def test_small_cnn_learns_the_planted_square_and_stops_early(task):
     assert res.stopped_early
     assert len(res.history) == res.best_epoch + 2 < 30
     assert res.history["epoch"].tolist() == list(range(1, len(res.history) + 1))
-    assert res.history.columns.tolist() == ["epoch", "train_loss", "val_auroc", "seconds"]
+    assert res.history.columns.tolist() == [
+        "epoch",
+        "steps",
+        "train_loss",
+        "val_auroc",
+        "val_loss",
+        "val_ece",
+        "seconds",
+    ]
     assert res.best_val_auroc == res.history["val_auroc"].max()
     assert res.history["val_auroc"].iloc[res.best_epoch - 1] == res.best_val_auroc
     # The best epoch's weights are restored, not the last epoch's.
@@ -171,7 +179,7 @@ def test_callbacks_see_every_epoch_and_can_stop(task):
         _fresh(), train, val, epochs=10, batch_size=64, callbacks=[stop_after_two, record]
     )
     assert len(res.history) == 2
-    keys = ["epoch", "seconds", "train_loss", "val_auroc"]
+    keys = ["epoch", "seconds", "steps", "train_loss", "val_auroc", "val_ece", "val_loss"]
     assert seen == [(1, keys), (2, keys)]  # `record` ran in epoch 2 although stop was asked
 
 

@@ -1,4 +1,4 @@
-"""Architecture zoo, safe checkpoint I/O and the one training loop."""
+"""Architecture zoo, safe checkpoint I/O and the one training loop with its hooks."""
 
 from medaudit.models._checkpoint import (
     CHECKPOINT_FORMAT,
@@ -6,9 +6,19 @@ from medaudit.models._checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from medaudit.models._hooks import Step, TrainHooks
+from medaudit.models._samplers import (
+    BatchSampler,
+    ClassBalancedSampler,
+    PoissonSampler,
+    ShuffleSampler,
+    make_sampler,
+)
 from medaudit.models._training import (
+    LocalUpdate,
     TrainResult,
     compute_normalization,
+    local_update,
     macro_ovr_auroc,
     train_model,
 )
@@ -23,16 +33,25 @@ from medaudit.models._zoo import (
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "BatchSampler",
+    "ClassBalancedSampler",
     "DenseNet121",
     "LoadedModel",
+    "LocalUpdate",
+    "PoissonSampler",
     "ResNet18",
+    "ShuffleSampler",
     "SmallCNN",
+    "Step",
+    "TrainHooks",
     "TrainResult",
     "build_model",
     "compute_normalization",
     "list_architectures",
     "load_checkpoint",
+    "local_update",
     "macro_ovr_auroc",
+    "make_sampler",
     "register_architecture",
     "save_checkpoint",
     "train_model",

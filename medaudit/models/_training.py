@@ -19,9 +19,18 @@ import torch
 from torch import nn
 
 from medaudit._errors import InvalidInputError, param_error
-from medaudit.stats import auroc
+from medaudit.models._hooks import Step, TrainHooks
+from medaudit.models._samplers import BatchSampler, make_sampler
+from medaudit.stats import auroc, expected_calibration_error
 
-__all__ = ["TrainResult", "compute_normalization", "macro_ovr_auroc", "train_model"]
+__all__ = [
+    "LocalUpdate",
+    "TrainResult",
+    "compute_normalization",
+    "local_update",
+    "macro_ovr_auroc",
+    "train_model",
+]
 
 # Above this many bytes of (resized) training images, batches are streamed from the cohort
 # every epoch instead of being held in memory. Both paths give identical results.
@@ -50,8 +59,11 @@ class TrainResult:
         The trained model (the object passed in, trained in place) with the best epoch's
         weights, in eval mode.
     history : DataFrame
-        One row per epoch run: ``epoch`` (1-based), ``train_loss`` (mean cross-entropy),
-        ``val_auroc`` (NaN without validation data), ``seconds``.
+        One row per epoch run: ``epoch`` (1-based), ``steps`` (optimizer steps so far),
+        ``train_loss`` (mean training loss), ``val_auroc``, ``val_loss`` (mean
+        cross-entropy) and ``val_ece`` (expected calibration error of the positive class,
+        or of the top class for multiclass models; all NaN without validation data),
+        ``seconds``.
     best_epoch : int
         Epoch whose weights were kept (the last one without validation data).
     best_val_auroc : float
@@ -64,6 +76,9 @@ class TrainResult:
         The normalisation applied to [0, 1] images; save them with the checkpoint.
     stopped_early : bool
         True when early stopping ended training before ``epochs``.
+    steps : int
+        Optimizer steps taken in all, including those of epochs whose weights were not
+        kept (what a privacy accountant must count).
     """
 
     model: nn.Module
@@ -76,6 +91,7 @@ class TrainResult:
     mean: list[float]
     std: list[float]
     stopped_early: bool = False
+    steps: int = 0
 
 
 def compute_normalization(
@@ -185,6 +201,9 @@ def train_model(
     progress: bool = False,
     optimizer_factory: OptimizerFactory | None = None,
     callbacks: Sequence[EpochCallback] = (),
+    sampler: str | BatchSampler = "shuffle",
+    hooks: TrainHooks | None = None,
+    max_steps: int | None = None,
 ) -> TrainResult:
     """Train a classifier with cross-entropy, early stopping on validation AUROC.
 
@@ -201,14 +220,14 @@ def train_model(
     epochs : int, default 10
         Maximum number of passes over ``train``.
     batch_size : int, default 64
-        A final batch of a single image is dropped (BatchNorm cannot train on it).
+        Rows per batch (the expected batch size for ``sampler="poisson"``).
     lr, weight_decay : float
         AdamW settings (ignored when ``optimizer_factory`` is given).
     patience : int or None, default 3
         Stop after this many epochs without a strictly better validation AUROC; None
         never stops early (the best epoch's weights are still restored).
     seed : int, default 0
-        Seeds the shuffling, the augmentation and torch's global RNG (dropout) inside the
+        Seeds the sampling, the augmentation and torch's global RNG (dropout) inside the
         call; the caller's global RNG state is restored afterwards.
     image_size : int, optional
         Resize images to ``image_size`` x ``image_size`` (default: their own size).
@@ -222,15 +241,25 @@ def train_model(
         jitter (gain 0.9–1.1, offset ±0.05). No flips: laterality is meaningful in
         radiographs.
     device : str, default "cpu"
+        Torch device, or ``"auto"`` (CUDA when present).
     progress : bool, default False
         Show a rich progress bar.
     optimizer_factory : callable, optional
         ``optimizer_factory(params) -> torch.optim.Optimizer`` replaces the default
-        ``AdamW(params, lr=lr, weight_decay=weight_decay)`` (e.g. a DP optimizer).
+        ``AdamW(params, lr=lr, weight_decay=weight_decay)``.
     callbacks : sequence of callables
         Each is called as ``callback(epoch, metrics)`` after every epoch, ``metrics``
         being that epoch's history row as a dict. A callback returning ``True`` stops
         training after that epoch.
+    sampler : {"shuffle", "poisson", "balanced"} or BatchSampler, default "shuffle"
+        Which rows make up each batch (:mod:`medaudit.models._samplers`); ``"poisson"``
+        includes each row with probability ``batch_size / len(train)``, as DP-SGD's
+        accounting assumes.
+    hooks : TrainHooks, optional
+        Wrapping, batch, loss and step hooks (how DP, federated clients, watermarks and
+        disentanglement use this loop).
+    max_steps : int, optional
+        Stop after this many optimizer steps (a federated client's local steps).
 
     Returns
     -------
@@ -250,37 +279,29 @@ def train_model(
     >>> imgs = rng.random((40, 8, 8), dtype=np.float32)
     >>> cohort = Cohort(pd.DataFrame({"label": rng.integers(0, 2, 40)}), images=imgs)
     >>> res = train_model(build_model("small_cnn"), cohort, epochs=2, batch_size=16)
-    >>> res.history.columns.tolist(), res.best_epoch, res.image_size
-    (['epoch', 'train_loss', 'val_auroc', 'seconds'], 2, 8)
+    >>> res.history.columns.tolist(), res.best_epoch, res.image_size, res.steps
+    (['epoch', 'steps', 'train_loss', 'val_auroc', 'val_loss', 'val_ece', 'seconds'], 2, 8, 6)
     """
     func = "train_model"
-    if not isinstance(model, nn.Module):
-        raise param_error("model", func, "a torch.nn.Module", type(model).__name__)
-    _check_cohort(train, "train", func)
-    if val is not None:
-        _check_cohort(val, "val", func)
-    _check_int(epochs, "epochs", func, 1)
-    _check_int(batch_size, "batch_size", func, 1)
-    _check_int(seed, "seed", func, 0)
-    if patience is not None:
-        _check_int(patience, "patience", func, 1)
-    for name, v in (("lr", lr), ("weight_decay", weight_decay)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
-            raise param_error(name, func, "a finite float >= 0", v)
-    if image_size is not None:
-        _check_int(image_size, "image_size", func, 1)
-    if in_channels is not None:
-        _check_int(in_channels, "in_channels", func, 1)
-    if optimizer_factory is not None and not callable(optimizer_factory):
-        raise param_error("optimizer_factory", func, "a callable or None", optimizer_factory)
     callbacks = tuple(callbacks)
-    if not all(callable(c) for c in callbacks):
-        raise param_error("callbacks", func, "a sequence of callables", callbacks)
-    if len(train) == 0:
-        raise InvalidInputError(f"The training cohort {train.name!r} has no images.")
-    if val is not None and len(np.unique(val.labels)) < 2:
-        raise InvalidInputError(VAL_SINGLE_CLASS.format(name=val.name))
-
+    _validate(
+        model,
+        train,
+        val,
+        epochs,
+        batch_size,
+        seed,
+        patience,
+        lr,
+        weight_decay,
+        image_size,
+        in_channels,
+        optimizer_factory,
+        callbacks,
+        max_steps,
+        hooks,
+        func,
+    )
     if in_channels is None:
         in_channels = _first_conv_channels(model) or train.image_shape[0]
     if mean is None or std is None:
@@ -302,105 +323,394 @@ def train_model(
     else:
         recorded_size = image_size
 
-    dev = torch.device(device)
+    from medaudit._device import resolve_device
+
+    dev = torch.device(resolve_device(device))
     model = model.to(dev)
-    m_t = torch.tensor(mean_l, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
-    s_t = torch.tensor(std_l, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
-    train_src = _Source(train, image_size, in_channels)
-    val_src = _Source(val, image_size, in_channels) if val is not None else None
-    n = len(train)
-    train_labels = torch.tensor(train.labels, dtype=torch.int64)  # a copy: may be read-only
-    n_batches = n // batch_size + (1 if n % batch_size > 1 else 0) or 1
-
-    rows: list[dict[str, float]] = []
-    best_auroc = float("nan")
-    best_epoch = 0
-    best_state: dict[str, torch.Tensor] | None = None
-    stopped_early = False
-    from medaudit._progress import progress_bar
-
-    rng_devices = [dev.index or 0] if dev.type == "cuda" else []
-    with (
-        torch.random.fork_rng(devices=rng_devices),
-        progress_bar("Training", total=epochs * n_batches, enabled=progress) as advance,
-    ):
-        torch.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed)
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = (
-            optimizer_factory(params)
-            if optimizer_factory is not None
-            else torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-        )
-        for epoch in range(1, epochs + 1):
-            t0 = time.perf_counter()
-            model.train()
-            loss_sum = 0.0
-            seen = 0
-            perm = torch.randperm(n, generator=gen).numpy()
-            if n % batch_size == 1 and n > 1:
-                perm = perm[:-1]
-            for idx, x in train_src.batches(perm, batch_size):
-                y = train_labels[torch.from_numpy(idx)].to(dev)
-                if augment:
-                    x = _augment(x, gen)
-                x = ((x.to(dev) - m_t) / s_t).contiguous()
-                logits = _two_column(model(x))
-                if epoch == 1 and seen == 0:
-                    _check_labels(train, logits.shape[1])
-                loss = nn.functional.cross_entropy(logits, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += float(loss.detach()) * len(idx)
-                seen += len(idx)
-                advance(1)
-            val_auroc = float("nan")
-            if val_src is not None:
-                val_auroc = _evaluate(model, val_src, val.labels, m_t, s_t, batch_size, dev)
-            row = {
-                "epoch": epoch,
-                "train_loss": loss_sum / max(seen, 1),
-                "val_auroc": val_auroc,
-                "seconds": time.perf_counter() - t0,
-            }
-            rows.append(row)
-            # Strictly better only: a plateau (e.g. at AUROC 1.0) counts towards patience.
-            improved = val_src is None or (
-                np.isfinite(val_auroc) and (np.isnan(best_auroc) or val_auroc > best_auroc)
-            )
-            if improved:
-                best_auroc, best_epoch = val_auroc, epoch
-                if val_src is not None:
-                    best_state = copy.deepcopy(model.state_dict())
-            # Every callback sees every epoch, even when an earlier one asks to stop.
-            stop_requested = False
-            for cb in callbacks:
-                stop_requested = (cb(epoch, dict(row)) is True) or stop_requested
-            if stop_requested:
-                break
-            if patience is not None and val_src is not None and epoch - best_epoch >= patience:
-                stopped_early = epoch < epochs
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    elif val_src is not None:
-        best_epoch = len(rows)  # validation AUROC never finite: keep the last weights
-    model.eval()
-    history = pd.DataFrame(rows, columns=["epoch", "train_loss", "val_auroc", "seconds"])
+    run = _Run(
+        model=model,
+        train=train,
+        val=val,
+        dev=dev,
+        m_t=torch.tensor(mean_l, dtype=torch.float32, device=dev).view(1, -1, 1, 1),
+        s_t=torch.tensor(std_l, dtype=torch.float32, device=dev).view(1, -1, 1, 1),
+        train_src=_Source(train, image_size, in_channels),
+        val_src=_Source(val, image_size, in_channels) if val is not None else None,
+        sampler=make_sampler(sampler, batch_size, len(train)),
+        hooks=hooks or TrainHooks(),
+        augment=augment,
+        batch_size=batch_size,
+        max_steps=max_steps,
+    )
+    rows, best, stopped_early = run.fit(
+        epochs=epochs,
+        seed=seed,
+        patience=patience,
+        callbacks=callbacks,
+        progress=progress,
+        optimizer_factory=optimizer_factory
+        or (lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)),
+    )
+    history = pd.DataFrame(rows, columns=list(_HISTORY_COLUMNS))
     history["epoch"] = history["epoch"].astype(np.int64)
+    history["steps"] = history["steps"].astype(np.int64)
     return TrainResult(
         model=model,
         history=history,
-        best_epoch=int(best_epoch),
-        best_val_auroc=float(best_auroc),
+        best_epoch=int(best[0]),
+        best_val_auroc=float(best[1]),
         seed=int(seed),
         image_size=recorded_size,
         in_channels=int(in_channels),
         mean=mean_l,
         std=std_l,
         stopped_early=stopped_early,
+        steps=run.steps,
     )
+
+
+_HISTORY_COLUMNS = ("epoch", "steps", "train_loss", "val_auroc", "val_loss", "val_ece", "seconds")
+
+
+@dataclass
+class _Run:
+    """The state of one call of :func:`train_model`: the loop, split into short methods."""
+
+    model: nn.Module
+    train: Any
+    val: Any
+    dev: torch.device
+    m_t: torch.Tensor
+    s_t: torch.Tensor
+    train_src: _Source
+    val_src: _Source | None
+    sampler: BatchSampler
+    hooks: TrainHooks
+    augment: bool
+    batch_size: int
+    max_steps: int | None
+    steps: int = 0
+    labels_checked: bool = False
+
+    def fit(
+        self,
+        *,
+        epochs: int,
+        seed: int,
+        patience: int | None,
+        callbacks: tuple[EpochCallback, ...],
+        progress: bool,
+        optimizer_factory: OptimizerFactory,
+    ) -> tuple[list[dict[str, float]], tuple[int, float], bool]:
+        from medaudit._progress import progress_bar
+
+        n_per_epoch = self.sampler.steps_per_epoch(len(self.train))
+        total = (
+            epochs * n_per_epoch
+            if self.max_steps is None
+            else min(epochs * n_per_epoch, self.max_steps)
+        )
+        rows: list[dict[str, float]] = []
+        best_auroc, best_epoch = float("nan"), 0
+        best_state: dict[str, torch.Tensor] | None = None
+        stopped_early = False
+        labels = np.asarray(self.train.labels)
+        train_labels = torch.tensor(labels, dtype=torch.int64)  # a copy: may be read-only
+        rng_devices = [self.dev.index or 0] if self.dev.type == "cuda" else []
+        with (
+            torch.random.fork_rng(devices=rng_devices),
+            progress_bar("Training", total=total, enabled=progress) as advance,
+        ):
+            torch.manual_seed(seed)
+            gen = torch.Generator().manual_seed(seed)
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            optimizer = optimizer_factory(params)
+            net = self.model
+            if self.hooks.wrap is not None:
+                net, optimizer = self.hooks.wrap(self.model, optimizer)
+            for epoch in range(1, epochs + 1):
+                t0 = time.perf_counter()
+                loss_sum, seen = self._epoch(
+                    net, optimizer, epoch, labels, train_labels, gen, advance
+                )
+                row = self._row(epoch, loss_sum, seen, time.perf_counter() - t0)
+                rows.append(row)
+                val_auroc = row["val_auroc"]
+                # Strictly better only: a plateau (e.g. at AUROC 1.0) counts towards patience.
+                improved = self.val_src is None or (
+                    np.isfinite(val_auroc) and (np.isnan(best_auroc) or val_auroc > best_auroc)
+                )
+                if improved:
+                    best_auroc, best_epoch = val_auroc, epoch
+                    if self.val_src is not None:
+                        best_state = copy.deepcopy(self.model.state_dict())
+                # Every callback sees every epoch, even when an earlier one asks to stop.
+                stop_requested = False
+                for cb in callbacks:
+                    stop_requested = (cb(epoch, dict(row)) is True) or stop_requested
+                if stop_requested or self._out_of_steps():
+                    break
+                if (
+                    patience is not None
+                    and self.val_src is not None
+                    and epoch - best_epoch >= patience
+                ):
+                    stopped_early = epoch < epochs
+                    break
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        elif self.val_src is not None:
+            best_epoch = len(rows)  # validation AUROC never finite: keep the last weights
+        self.model.eval()
+        return rows, (best_epoch, best_auroc), stopped_early
+
+    def _out_of_steps(self) -> bool:
+        return self.max_steps is not None and self.steps >= self.max_steps
+
+    def _epoch(
+        self,
+        net: nn.Module,
+        optimizer: Any,
+        epoch: int,
+        labels: np.ndarray,
+        train_labels: torch.Tensor,
+        gen: torch.Generator,
+        advance: Callable[[int], None],
+    ) -> tuple[float, int]:
+        net.train()
+        loss_sum, seen = 0.0, 0
+        for order in self.sampler.epoch(labels, gen):
+            if self._out_of_steps():
+                break
+            if len(order) == 0:
+                if self.hooks.on_empty is not None:
+                    empty = torch.zeros((0, 1, 1, 1))
+                    self.hooks.on_empty(
+                        Step(
+                            net,
+                            empty,
+                            train_labels[:0],
+                            order,
+                            epoch,
+                            self.steps,
+                            optimizer=optimizer,
+                        )
+                    )
+                self.steps += 1
+                advance(1)
+                continue
+            for idx, x in self.train_src.batches(np.asarray(order), len(order)):
+                loss = self._step(net, optimizer, epoch, idx, x, train_labels, gen)
+                loss_sum += loss * len(idx)
+                seen += len(idx)
+            advance(1)
+        return loss_sum, seen
+
+    def _step(
+        self,
+        net: nn.Module,
+        optimizer: Any,
+        epoch: int,
+        idx: np.ndarray,
+        x: torch.Tensor,
+        train_labels: torch.Tensor,
+        gen: torch.Generator,
+    ) -> float:
+        y = train_labels[torch.from_numpy(np.asarray(idx))]
+        if self.augment:
+            x = _augment(x, gen)
+        if self.hooks.batch is not None:
+            x, y, idx = self.hooks.batch(x, y, np.asarray(idx), self.steps)
+        x = ((x.to(self.dev) - self.m_t) / self.s_t).contiguous()
+        y = y.to(self.dev)
+        step = Step(net, x, y, np.asarray(idx), epoch, self.steps, optimizer=optimizer)
+        if (
+            self.hooks.want_features
+            and net is self.model
+            and callable(getattr(net, "features", None))
+            and callable(getattr(net, "head", None))
+        ):
+            step.features = net.features(x)  # type: ignore[operator]
+            step.logits = _two_column(net.head(step.features))  # type: ignore[operator]
+        else:
+            step.logits = _two_column(net(x))
+        if not self.labels_checked:
+            _check_labels(self.train, step.logits.shape[1])
+            self.labels_checked = True
+        loss = (
+            self.hooks.loss(step)
+            if self.hooks.loss is not None
+            else nn.functional.cross_entropy(step.logits, y)
+        )
+        for extra in self.hooks.extra_losses:
+            loss = loss + extra(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        self.steps += 1
+        for hook in self.hooks.on_step:
+            hook(step)
+        return float(loss.detach())
+
+    def _row(self, epoch: int, loss_sum: float, seen: int, seconds: float) -> dict[str, float]:
+        val_auroc = val_loss = val_ece = float("nan")
+        if self.val_src is not None:
+            val_auroc, val_loss, val_ece = _evaluate(
+                self.model,
+                self.val_src,
+                self.val.labels,
+                self.m_t,
+                self.s_t,
+                self.batch_size,
+                self.dev,
+            )
+        return {
+            "epoch": epoch,
+            "steps": self.steps,
+            "train_loss": loss_sum / max(seen, 1),
+            "val_auroc": val_auroc,
+            "val_loss": val_loss,
+            "val_ece": val_ece,
+            "seconds": seconds,
+        }
+
+
+@dataclass(frozen=True)
+class LocalUpdate:
+    """What :func:`local_update` returns: the change of the weights and how it was made.
+
+    Attributes
+    ----------
+    update : dict of str to Tensor
+        ``trained - initial`` for every floating-point entry of the state dict (integer
+        buffers such as BatchNorm's ``num_batches_tracked`` are left out).
+    state : dict of str to Tensor
+        The trained state dict.
+    n_examples : int
+        Rows of the local cohort (FedAvg's weight).
+    steps : int
+        Optimizer steps taken.
+    train_loss : float
+        Mean training loss of the last epoch run.
+    """
+
+    update: dict[str, torch.Tensor]
+    state: dict[str, torch.Tensor]
+    n_examples: int
+    steps: int
+    train_loss: float
+
+
+def local_update(
+    model: nn.Module,
+    cohort: Any,
+    *,
+    steps: int | None = None,
+    epochs: int = 1,
+    initial_state: dict[str, torch.Tensor] | None = None,
+    **train_kwargs: Any,
+) -> LocalUpdate:
+    """Train from given weights for a number of steps (or epochs) and return the update.
+
+    What a federated client runs each round: load ``initial_state`` (default: the
+    model's current weights), train on ``cohort`` with :func:`train_model` (no
+    validation, no early stopping) for ``steps`` optimizer steps or ``epochs`` passes,
+    and return the difference.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Trained in place.
+    cohort : Cohort
+    steps : int, optional
+        Local optimizer steps; training stops after them (epochs are repeated if needed).
+    epochs : int, default 1
+        Passes over ``cohort`` when ``steps`` is None.
+    initial_state : dict, optional
+        Weights to start from (e.g. the global model of this round).
+    **train_kwargs
+        Passed to :func:`train_model` (``batch_size``, ``lr``, ``mean``, ``std``, ``seed``,
+        ``sampler``, ``hooks``, ``optimizer_factory``, ...).
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from medaudit.data import Cohort
+    >>> from medaudit.models import build_model
+    >>> rng = np.random.default_rng(0)
+    >>> c = Cohort(pd.DataFrame({"label": rng.integers(0, 2, 32)}),
+    ...            images=rng.random((32, 8, 8), dtype=np.float32))
+    >>> up = local_update(build_model("small_cnn_gn"), c, steps=3, batch_size=8)
+    >>> up.steps, up.n_examples
+    (3, 32)
+    """
+    if steps is not None:
+        _check_int(steps, "steps", "local_update", 1)
+        epochs = max(epochs, -(-steps // max(1, len(cohort) // train_kwargs.get("batch_size", 64))))
+    if initial_state is not None:
+        model.load_state_dict(initial_state)
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    res = train_model(
+        model, cohort, None, epochs=epochs, patience=None, max_steps=steps, **train_kwargs
+    )
+    after = {k: v.detach().clone() for k, v in res.model.state_dict().items()}
+    update = {k: after[k] - before[k] for k in after if after[k].is_floating_point()}
+    return LocalUpdate(
+        update=update,
+        state=after,
+        n_examples=len(cohort),
+        steps=res.steps,
+        train_loss=float(res.history["train_loss"].iloc[-1]),
+    )
+
+
+def _validate(
+    model: Any,
+    train: Any,
+    val: Any,
+    epochs: Any,
+    batch_size: Any,
+    seed: Any,
+    patience: Any,
+    lr: Any,
+    weight_decay: Any,
+    image_size: Any,
+    in_channels: Any,
+    optimizer_factory: Any,
+    callbacks: Any,
+    max_steps: Any,
+    hooks: Any,
+    func: str,
+) -> None:
+    if not isinstance(model, nn.Module):
+        raise param_error("model", func, "a torch.nn.Module", type(model).__name__)
+    _check_cohort(train, "train", func)
+    if val is not None:
+        _check_cohort(val, "val", func)
+    _check_int(epochs, "epochs", func, 1)
+    _check_int(batch_size, "batch_size", func, 1)
+    _check_int(seed, "seed", func, 0)
+    for name, v, lo in (
+        ("patience", patience, 1),
+        ("image_size", image_size, 1),
+        ("in_channels", in_channels, 1),
+        ("max_steps", max_steps, 1),
+    ):
+        if v is not None:
+            _check_int(v, name, func, lo)
+    for name, v in (("lr", lr), ("weight_decay", weight_decay)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
+            raise param_error(name, func, "a finite float >= 0", v)
+    if optimizer_factory is not None and not callable(optimizer_factory):
+        raise param_error("optimizer_factory", func, "a callable or None", optimizer_factory)
+    if not all(callable(c) for c in tuple(callbacks)):
+        raise param_error("callbacks", func, "a sequence of callables", callbacks)
+    if hooks is not None and not isinstance(hooks, TrainHooks):
+        raise param_error("hooks", func, "a TrainHooks or None", type(hooks).__name__)
+    if len(train) == 0:
+        raise InvalidInputError(f"The training cohort {train.name!r} has no images.")
+    if val is not None and len(np.unique(val.labels)) < 2:
+        raise InvalidInputError(VAL_SINGLE_CLASS.format(name=val.name))
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -443,17 +753,26 @@ def _evaluate(
     s_t: torch.Tensor,
     batch_size: int,
     dev: torch.device,
-) -> float:
+) -> tuple[float, float, float]:
+    """Validation AUROC, mean cross-entropy and ECE (positive class; top class if multiclass)."""
     model.eval()
     parts = []
     with torch.no_grad():
         for _, x in src.batches(np.arange(len(labels)), max(batch_size, 256)):
             logits = _two_column(model((x.to(dev) - m_t) / s_t))
-            parts.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
-    scores = np.concatenate(parts).astype(np.float64)
-    if not np.all(np.isfinite(scores)):
-        return float("nan")
-    return macro_ovr_auroc(labels, scores)
+            parts.append(torch.log_softmax(logits.float(), dim=1).cpu().numpy())
+    logp = np.concatenate(parts).astype(np.float64)
+    if not np.all(np.isfinite(logp)):
+        return float("nan"), float("nan"), float("nan")
+    scores = np.exp(logp)
+    y = np.asarray(labels, dtype=np.int64)
+    loss = float(-np.mean(logp[np.arange(len(y)), y]))
+    if scores.shape[1] == 2:
+        ece = expected_calibration_error(y == 1, scores[:, 1])
+    else:
+        top = scores.argmax(axis=1)
+        ece = expected_calibration_error(top == y, scores.max(axis=1))
+    return macro_ovr_auroc(labels, scores), loss, float(ece)
 
 
 def _two_column(logits: torch.Tensor) -> torch.Tensor:
