@@ -79,6 +79,7 @@ def run_demo(
     seed: int = 0,
     settings: DemoSettings | None = None,
     progress: bool = True,
+    device: str = "cpu",
 ) -> DemoResult:
     """Generate synthetic hospitals, train a model, audit it and save the report.
 
@@ -91,13 +92,18 @@ def run_demo(
     settings : DemoSettings, optional
     progress : bool
         Show progress bars on stderr.
+    device : str
+        ``"cpu"`` (default: the same numbers on every machine), ``"cuda"``, ``"mps"`` or
+        ``"auto"``. GPU kernels are not bit-reproducible; the planted findings are.
     """
+    from medaudit._device import resolve_device
     from medaudit.data.synthetic import generate_hospitals
     from medaudit.inference import predict
     from medaudit.models import save_checkpoint
     from medaudit.pipeline import run_audits
 
     settings = settings or DemoSettings()
+    device = resolve_device(device)
     out = Path(out_dir)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -125,7 +131,7 @@ def run_demo(
     threads_before = torch.get_num_threads()
     torch.set_num_threads(settings.torch_threads)
     try:
-        result, mean, std = _train(train, val, settings, seed, progress)
+        result, mean, std = _train(train, val, settings, seed, progress, device)
     finally:
         torch.set_num_threads(threads_before)
     timings["train"] = round(time.perf_counter() - t0, 3)
@@ -143,10 +149,10 @@ def run_demo(
     )
 
     t0 = time.perf_counter()
-    preds = predict(result.model, audited, mean=mean, std=std, progress=progress)
+    preds = predict(result.model, audited, mean=mean, std=std, progress=progress, device=device)
     # The validation split doubles as the calibration split of the fairness mitigation
     # suggestion (group-specific thresholds fitted there, evaluated on the audited images).
-    calibration = predict(result.model, val, mean=mean, std=std)
+    calibration = predict(result.model, val, mean=mean, std=std, device=device)
     timings["predict"] = round(time.perf_counter() - t0, 3)
 
     policy = Policy.from_mapping(
@@ -187,10 +193,14 @@ def run_demo(
         model_info={
             "arch": settings.arch,
             "image_size": settings.image_size,
+            "in_channels": 1,
+            "mean": mean,
+            "std": std,
             "checkpoint": ckpt.name,
         },
         meta=meta,
         calibration=calibration,
+        device=device,
     )
     report.meta["timings_seconds"]["total"] = round(time.perf_counter() - t_start, 3)
     report.save(out)
@@ -204,7 +214,7 @@ def run_demo(
 
 
 def _train(
-    train: Cohort, val: Cohort, settings: DemoSettings, seed: int, progress: bool
+    train: Cohort, val: Cohort, settings: DemoSettings, seed: int, progress: bool, device: str
 ) -> tuple[TrainResult, list[float], list[float]]:
     from medaudit.models import build_model, compute_normalization, train_model
 
@@ -220,6 +230,7 @@ def _train(
         seed=seed,
         mean=mean,
         std=std,
+        device=device,
         progress=progress,
     )
     return result, mean, std

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import pandas as pd
 
 from medaudit._errors import InvalidInputError, param_error
 
-__all__ = ["Predictions", "model_hash", "predict"]
+__all__ = ["Predictions", "Transform", "model_hash", "predict"]
 
 
 @dataclass(frozen=True)
@@ -156,8 +157,12 @@ def model_hash(model: Any) -> str:
     return h.hexdigest()
 
 
-# Counts clean forward passes actually run (not served from cache); tests read it.
+# Counts forward passes actually run (not served from cache); tests read it.
 FORWARD_PASSES = {"count": 0}
+
+# transform(x, idx) -> x: x float (B, C, H, W) in [0, 1] at the model's input size, before
+# normalisation; idx the cohort row of each image.
+Transform = Callable[[Any, np.ndarray], Any]
 
 
 def predict(
@@ -172,6 +177,10 @@ def predict(
     cache_dir: str | os.PathLike[str] | None = None,
     device: str = "cpu",
     progress: bool = False,
+    transform: Transform | None = None,
+    features: bool = True,
+    workers: int = 0,
+    amp: bool = True,
 ) -> Predictions:
     """Run the model once over the cohort and return :class:`Predictions`.
 
@@ -189,68 +198,101 @@ def predict(
         Normalisation applied after scaling to [0, 1] (from the checkpoint's metadata).
     cache_dir : path, optional
         When given, predictions are cached there under the (model, data) content hash and
-        a second call returns the cached result without running the model.
+        a second call returns the cached result without running the model. Not used with
+        a ``transform``.
     device : str
-        Torch device.
+        Torch device, or ``"auto"`` (CUDA when present).
     progress : bool
         Show a rich progress bar.
+    transform : callable, optional
+        ``transform(x, idx) -> x`` applied to each batch in [0, 1] before normalisation
+        (a corruption, an occlusion, a pasted marker); batches are streamed, so the
+        transformed data set is never held in memory.
+    features : bool, default True
+        Collect penultimate-layer features (when the model exposes them).
+    workers : int, default 0
+        Decode disk-backed images in this many worker processes.
+    amp : bool, default True
+        On CUDA, run under autocast (bfloat16 where supported, else float16) with
+        ``channels_last`` memory format; scores are computed in float32 either way.
     """
     import torch
 
+    from medaudit._device import autocast_dtype, resolve_device
     from medaudit.data import Cohort
+    from medaudit.data._loader import iter_batches
 
     if not isinstance(cohort, Cohort):
         raise param_error("cohort", "predict", "a medaudit.data.Cohort", type(cohort).__name__)
     if batch_size < 1:
         raise param_error("batch_size", "predict", "a positive integer", batch_size)
+    if transform is not None and not callable(transform):
+        raise param_error("transform", "predict", "a callable or None", transform)
     if len(cohort) == 0:
         raise InvalidInputError(f"Cohort {cohort.name!r} has no images to predict on.")
+    device = resolve_device(device)
     mh = model_hash(model)
     dh = cohort.content_hash()
     cache_path = None
-    if cache_dir is not None:
-        key = hashlib.sha256(f"{mh}:{dh}:{image_size}:{in_channels}:{mean}:{std}".encode())
+    if cache_dir is not None and transform is None:
+        key = hashlib.sha256(
+            f"{mh}:{dh}:{image_size}:{in_channels}:{mean}:{std}:{features}".encode()
+        )
         cache_path = Path(cache_dir) / f"predictions-{key.hexdigest()[:24]}.npz"
         if cache_path.is_file():
             return Predictions.load(cache_path)
 
+    on_cuda = device.startswith("cuda")
+    amp_dtype = autocast_dtype(device) if amp else None
     model = model.to(device).eval()
+    if on_cuda and amp:
+        model = model.to(memory_format=torch.channels_last)
     m = _as_tensor(mean, device)
     s = _as_tensor(std, device)
     labels = cohort.labels
+    labels_t = torch.tensor(labels, dtype=torch.int64)  # a copy: labels may be read-only
     all_scores, all_loss, all_feats = [], [], []
-    has_features = callable(getattr(model, "features", None)) and callable(
-        getattr(model, "head", None)
+    has_features = (
+        features
+        and callable(getattr(model, "features", None))
+        and callable(getattr(model, "head", None))
     )
     FORWARD_PASSES["count"] += 1
     from medaudit._progress import progress_bar
 
+    batches = iter_batches(
+        cohort,
+        batch_size,
+        image_size=image_size,
+        channels=in_channels,
+        workers=workers,
+        pin_memory=on_cuda,
+    )
     with (
-        torch.no_grad(),
+        torch.inference_mode(),
+        torch.autocast(device.split(":")[0], dtype=amp_dtype, enabled=amp_dtype is not None),
         progress_bar("Predicting", total=len(cohort), enabled=progress) as advance,
     ):
-        for idx, x in cohort.batches(batch_size, image_size=image_size, channels=in_channels):
-            x = x.to(device)
+        for idx, x in batches:
+            if transform is not None:
+                x = transform(x, idx)
+            x = x.to(device, non_blocking=on_cuda)
             if m is not None:
                 x = x - m
             if s is not None:
                 x = x / s
+            if on_cuda and amp:
+                x = x.contiguous(memory_format=torch.channels_last)
             if has_features:
                 f = model.features(x)
                 logits = model.head(f)
                 all_feats.append(f.float().cpu().numpy())
             else:
                 logits = model(x)
-            y = torch.as_tensor(labels[idx], device=device)
-            if logits.ndim != 2:
-                raise InvalidInputError(
-                    f"The model returned logits of shape {tuple(logits.shape)}; "
-                    "expected (batch, n_classes)."
-                )
-            if logits.shape[1] == 1:  # single-logit binary head
-                logits = torch.cat([torch.zeros_like(logits), logits], dim=1)
-            loss = torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
-            all_scores.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+            logits = _two_column_logits(logits).float()
+            y = labels_t[torch.from_numpy(np.asarray(idx))].to(device, non_blocking=on_cuda)
+            loss = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+            all_scores.append(torch.softmax(logits, dim=1).cpu().numpy())
             all_loss.append(loss.cpu().numpy())
             advance(len(idx))
     preds = Predictions(
@@ -266,6 +308,19 @@ def predict(
     if cache_path is not None:
         preds.save(cache_path)
     return preds
+
+
+def _two_column_logits(logits: Any) -> Any:
+    import torch
+
+    if logits.ndim != 2:
+        raise InvalidInputError(
+            f"The model returned logits of shape {tuple(logits.shape)}; "
+            "expected (batch, n_classes)."
+        )
+    if logits.shape[1] == 1:  # single-logit binary head: softmax([0, z]) == sigmoid(z)
+        logits = torch.cat([torch.zeros_like(logits), logits], dim=1)
+    return logits
 
 
 def _as_tensor(v: float | list[float] | None, device: str) -> Any:

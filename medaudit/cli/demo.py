@@ -21,6 +21,9 @@ def demo(
     quick: Annotated[
         bool, typer.Option("--quick", help="Smaller data and fewer epochs (a smoke test).")
     ] = False,
+    device: Annotated[
+        str, typer.Option(help="auto (CUDA when present), cpu, cuda or mps.")
+    ] = "cpu",
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> int:
     """Generate synthetic hospitals, train a small CNN, run every audit, write the report.
@@ -32,13 +35,15 @@ def demo(
     from medaudit.demo import DemoSettings, run_demo
 
     settings = DemoSettings.quick() if quick else DemoSettings()
-    result = run_demo(out, seed=seed, settings=settings, progress=progress)
+    result = run_demo(out, seed=seed, settings=settings, progress=progress, device=device)
     checks = result.report.checks
-    counts = {s: sum(c.status == s for c in checks) for s in ("pass", "fail", "warn", "skipped")}
+    counts = {
+        s: sum(c.status == s for c in checks) for s in ("pass", "fail", "inconclusive", "skipped")
+    }
     typer.echo(
         f"Report written to {result.out_dir / 'index.html'} and {result.out_dir / 'audit.json'} "
         f"in {result.seconds:.0f} s: {counts['pass']} passed, {counts['fail']} failed, "
-        f"{counts['warn']} warned, {counts['skipped']} skipped "
+        f"{counts['inconclusive']} inconclusive, {counts['skipped']} skipped "
         "(the synthetic hospitals plant a shortcut and a hard subgroup on purpose)."
     )
     return 0

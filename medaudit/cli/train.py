@@ -24,14 +24,14 @@ def train_checkpoint(
     lr: float = 1e-3,
     image_size: int | None = None,
     seed: int = 0,
+    device: str = "cpu",
     progress: bool = False,
 ) -> dict[str, float]:
     """Train on ``data`` (its train/val splits, or a patient split) and save to ``out``.
 
-    Returns the best epoch and validation AUROC.
+    Returns the best epoch, its validation AUROC and ECE.
     """
-    from medaudit.data._readers import load_cohort
-    from medaudit.data._splits import patient_split
+    from medaudit.data import load_cohort, patient_split
     from medaudit.models import build_model, compute_normalization, save_checkpoint, train_model
 
     if out.suffix != ".safetensors":
@@ -62,6 +62,7 @@ def train_checkpoint(
         in_channels=c,
         mean=mean,
         std=std,
+        device=device,
         progress=progress,
     )
     save_checkpoint(
@@ -75,7 +76,12 @@ def train_checkpoint(
         mean=mean,
         std=std,
     )
-    return {"best_epoch": float(result.best_epoch), "best_val_auroc": float(result.best_val_auroc)}
+    best = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0]
+    return {
+        "best_epoch": float(result.best_epoch),
+        "best_val_auroc": float(result.best_val_auroc),
+        "best_val_ece": float(best["val_ece"]),
+    }
 
 
 @app.command()
@@ -92,6 +98,9 @@ def train(
         int | None, typer.Option(min=8, help="Resize images to this size (default: as stored).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and the training.")] = 0,
+    device: Annotated[
+        str, typer.Option(help="auto (CUDA when present), cpu, cuda or mps.")
+    ] = "cpu",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> int:
     """Train a model; uses the manifest's train/val splits or makes a patient-grouped split."""
@@ -104,10 +113,11 @@ def train(
         lr=lr,
         image_size=image_size,
         seed=seed,
+        device=device,
         progress=progress,
     )
     typer.echo(
         f"Saved {out} (best epoch {res['best_epoch']:.0f}, "
-        f"validation AUROC {res['best_val_auroc']:.3f})."
+        f"validation AUROC {res['best_val_auroc']:.3f}, ECE {res['best_val_ece']:.3f})."
     )
     return 0
