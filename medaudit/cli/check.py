@@ -31,31 +31,16 @@ def check_predictions(
 
     The logic of ``medaudit check``, callable from Python and tests.
     """
-    from medaudit._errors import InvalidInputError, param_error
-    from medaudit.fairness import fairness_section
-    from medaudit.fairness._io import default_sensitive, read_predictions
+    from medaudit._errors import param_error
+    from medaudit.data import require_sensitive
+    from medaudit.fairness import fairness_section, read_predictions
     from medaudit.report import Policy
 
     if not math.isfinite(threshold):
         raise param_error("threshold", "check", "a finite float", threshold)
     pol = Policy.from_toml(policy) if policy is not None else Policy.default()
     preds = read_predictions(predictions)
-    meta = preds.meta
-    if sensitive:
-        missing = [c for c in sensitive if c not in meta.columns]
-        if missing:
-            raise InvalidInputError(
-                f"Sensitive attribute(s) {missing} not found in {predictions} "
-                f"(columns: {', '.join(map(str, meta.columns))})."
-            )
-        attrs = list(sensitive)
-    else:
-        attrs = default_sensitive(meta)
-        if not attrs:
-            raise InvalidInputError(
-                f"{predictions} has no attribute column with few distinct values to audit; "
-                "name them with --sensitive."
-            )
+    attrs = require_sensitive(preds.meta.columns, sensitive, source=str(predictions))
     if not allow_single_class:
         _refuse_single_class(preds, attrs, str(predictions))
     return fairness_section(
@@ -126,8 +111,8 @@ def check(
         str | None,
         typer.Option(
             "--sensitive",
-            help="Comma-separated attribute columns (default: all "
-            "non-reserved columns with few distinct values).",
+            help="Comma-separated attribute columns (default: the demographic columns "
+            "present: sex, gender, age_group, race, ethnicity, insurance).",
         ),
     ] = None,
     junit: Annotated[
@@ -156,10 +141,7 @@ def check(
 ) -> int:
     """Audit subgroup fairness from a predictions file (no model needed)."""
     from medaudit._errors import param_error
-    from medaudit.report import Report
-    from medaudit.report._json import dumps
-    from medaudit.report._junit import checks_to_junit
-    from medaudit.report._model import atomic_write_text
+    from medaudit.report import Report, atomic_write_text, checks_to_junit, dumps
 
     if fmt not in ("table", "json"):
         raise param_error("--format", "check", "'table' or 'json'", fmt)
@@ -190,7 +172,7 @@ def check(
         sys.stdout.write(section.summary + "\n\n" + render_table(section.checks) + "\n")
         for n in section.notes:
             sys.stdout.write(f"note: {n}\n")
-    failed = any(c.status == "fail" for c in section.checks)
+    failed = any(c.blocking for c in section.checks)
     if failed:
         raise typer.Exit(1)
     return 0

@@ -1,20 +1,24 @@
-"""Cohorts: images + metadata, synthetic hospitals, readers, splits, integrity checks."""
+"""Cohorts: images + metadata, synthetic hospitals, readers, splits, attributes."""
 
+from medaudit.data._attributes import DEMOGRAPHIC_COLUMNS, require_sensitive, resolve_sensitive
 from medaudit.data._cohort import RESERVED_COLUMNS, Cohort
-from medaudit.data._integrity import integrity_section
+from medaudit.data._loader import iter_batches
 from medaudit.data._readers import load_cohort, load_manifest, load_npz, read_image
 from medaudit.data._splits import patient_split
 from medaudit.data.synthetic import generate_hospitals, write_synthetic
 
 __all__ = [
+    "DEMOGRAPHIC_COLUMNS",
     "RESERVED_COLUMNS",
     "Cohort",
     "generate_hospitals",
-    "integrity_section",
+    "iter_batches",
     "load_cohort",
     "load_manifest",
     "load_npz",
     "patient_split",
     "read_image",
+    "require_sensitive",
+    "resolve_sensitive",
     "write_synthetic",
 ]

@@ -16,10 +16,7 @@ import pandas as pd
 from medaudit._errors import InvalidInputError
 from medaudit.inference import Predictions
 
-__all__ = ["RESERVED", "default_sensitive", "predictions_from_frame", "read_predictions"]
-
-#: Columns that are never sensitive attributes.
-RESERVED = ("label", "patient_id", "study_id", "site", "split", "path", "score")
+__all__ = ["predictions_from_frame", "read_predictions"]
 
 MSG_EMPTY = "Predictions file {path} is empty (no header or no rows)."
 MSG_NO_LABEL = "Predictions file {path} has no 'label' column (columns: {cols})."
@@ -178,14 +175,3 @@ def _labels(
             )
     lut = np.array([mapping[c] for c in cats.categories], dtype=np.int64)
     return lut[cats.codes]
-
-
-def default_sensitive(meta: pd.DataFrame, *, max_levels: int = 20) -> list[str]:
-    """Non-reserved columns with at most ``max_levels`` distinct values (the CLI default)."""
-    out = []
-    for c in meta.columns:
-        if str(c) in RESERVED or str(c).startswith("score"):
-            continue
-        if meta[c].nunique(dropna=True) <= max_levels:
-            out.append(str(c))
-    return out

@@ -128,10 +128,16 @@ def medaudit_policy(medaudit_config: dict[str, Any]) -> Any:
 
 @pytest.fixture(scope="session")
 def medaudit_sensitive(medaudit_config: dict[str, Any], medaudit_predictions: Any) -> list[str]:
-    """``[tool.medaudit] sensitive``, else the attribute columns with few values."""
-    names = medaudit_config.get("sensitive")
-    if names:
-        return [str(n) for n in names]
-    from medaudit.fairness._io import default_sensitive
+    """``[tool.medaudit] sensitive``, else the demographic columns present."""
+    from medaudit._errors import MedauditError
+    from medaudit.data import require_sensitive
 
-    return default_sensitive(medaudit_predictions.meta)
+    names = medaudit_config.get("sensitive")
+    try:
+        return require_sensitive(
+            medaudit_predictions.meta.columns,
+            None if names is None else [str(n) for n in names],
+            source="the [tool.medaudit] predictions",
+        )
+    except MedauditError as exc:
+        pytest.fail(f"medaudit: {exc}", pytrace=False)
