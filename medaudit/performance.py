@@ -13,7 +13,8 @@ import pandas as pd
 
 from medaudit._errors import param_error
 from medaudit.inference import Predictions
-from medaudit.report import Check, Figure, Policy, Section
+from medaudit.registry import AuditContext, AuditSpec, register_audit
+from medaudit.report import Check, Figure, Policy, Section, Threshold
 from medaudit.stats import (
     bootstrap_counts,
     calibration_bins,
@@ -23,7 +24,7 @@ from medaudit.stats import (
     weighted_expected_calibration_error,
 )
 
-__all__ = ["calibration_curve", "performance_section"]
+__all__ = ["CHECKS", "SPEC", "audit", "calibration_curve", "performance_section"]
 
 REFERENCES = [
     "Hanley JA, McNeil BJ. The meaning and use of the area under a receiver operating "
@@ -31,6 +32,18 @@ REFERENCES = [
     "Guo C, Pleiss G, Sun Y, Weinberger KQ. On calibration of modern neural networks. ICML 2017.",
     "Efron B, Tibshirani RJ. An Introduction to the Bootstrap. Chapman & Hall, 1993.",
 ]
+
+
+# The performance audit's checks and built-in thresholds.
+CHECKS: dict[str, Threshold] = {
+    "performance.auroc": Threshold(">=", 0.75, "major", help="AUROC on the audited data."),
+    "performance.ece": Threshold(
+        "<=", 0.10, "minor", help="Expected calibration error of the positive-class score."
+    ),
+    "performance.site_auroc_gap": Threshold(
+        "<=", 0.10, "minor", help="Largest AUROC difference between sites."
+    ),
+}
 
 
 def calibration_curve(y_true: np.ndarray, y_prob: np.ndarray, *, n_bins: int = 10) -> pd.DataFrame:
@@ -127,7 +140,7 @@ def performance_section(
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if min(n_pos, n_neg) < min_class:
         checks.append(
-            Check.skipped(
+            policy.skipped(
                 "performance.auroc",
                 "AUROC on the audited cohort",
                 f"too few images of one class ({n_pos} positive, {n_neg} negative; "
@@ -266,7 +279,7 @@ def _per_site(
     table = pd.DataFrame(rows)
     desc = "Largest AUROC difference between acquisition sites"
     if len(aucs) < 2:
-        return table, Check.skipped(
+        return table, policy.skipped(
             "performance.site_auroc_gap", desc, "fewer than two sites large enough to compare"
         )
     best = max(aucs, key=lambda k: aucs[k][0])
@@ -369,3 +382,18 @@ def _multiclass_section(predictions: Predictions, policy: Policy) -> Section:
         references=REFERENCES,
         methods="One-vs-rest AUROC per class with stratified bootstrap 95% CIs; macro average.",
     )
+
+
+def audit(ctx: AuditContext) -> Section:
+    """AUROC, operating point, calibration and per-site AUROC, each with a 95% CI."""
+    return performance_section(ctx.predictions, policy=ctx.policy)
+
+
+SPEC = register_audit(
+    AuditSpec(
+        name="performance",
+        title="how well the model discriminates and how calibrated it is, overall and per site",
+        audit=audit,
+        checks=CHECKS,
+    )
+)

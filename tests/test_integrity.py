@@ -15,12 +15,9 @@ from scipy.stats import binomtest, chi2_contingency
 
 from medaudit._errors import InvalidParameterError
 from medaudit.data import Cohort
-from medaudit.data._integrity import (
-    _chi2_independence_pvalue,
-    integrity_section,
-    wilson_interval,
-)
 from medaudit.data._readers import load_manifest
+from medaudit.integrity import integrity_section, wilson_interval
+from medaudit.integrity._section import _chi2_independence_pvalue
 from medaudit.report._json import dumps
 from medaudit.report._model import Report
 from medaudit.report._policy import Policy
@@ -108,7 +105,7 @@ def test_missing_and_corrupt_files_reported(tmp_path):
     c = load_manifest(m)
     s = integrity_section(c)
     chk = _status(s, "integrity.unreadable_files")
-    assert chk.status == "warn" and chk.value == pytest.approx(2 / N)
+    assert (chk.status, chk.severity) == ("fail", "minor") and chk.value == pytest.approx(2 / N)
     t = s.tables["dropped_files"]
     assert t.to_dict("records") == [
         {"reason": "file not found", "n_files": 1, "manifest_rows": "3"},
@@ -137,7 +134,8 @@ def test_duplicate_images_found_across_formats(tmp_path):
     df.to_csv(m, index=False)
     s = integrity_section(load_manifest(m))
     chk = _status(s, "integrity.duplicate_images")
-    assert chk.status == "warn" and chk.value == pytest.approx(2 / (N + 1))
+    assert (chk.status, chk.severity) == ("fail", "minor")
+    assert chk.value == pytest.approx(2 / (N + 1))
     assert s.tables["duplicates"].to_dict("records") == [
         {"group": 1, "n_images": 3, "rows": "2, 10, 24"}
     ]
@@ -236,7 +234,7 @@ def test_missing_attribute_values(tmp_path):
     c = load_manifest(write_cohort(tmp_path, extra={"sex": sex, "age": [50] * N}))
     s = integrity_section(c)
     chk = _status(s, "integrity.missing_attributes")
-    assert chk.status == "warn" and chk.value == pytest.approx(3 / N)
+    assert (chk.status, chk.severity) == ("fail", "minor") and chk.value == pytest.approx(3 / N)
     assert "'sex'" in chk.description
     t = s.tables["missing_values"].set_index("column")
     assert t.loc["sex", "n_missing"] == 3 and t.loc["age", "n_missing"] == 0

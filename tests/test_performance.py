@@ -53,10 +53,10 @@ def test_site_gap_found_when_planted_and_quiet_when_not():
     planted = performance_section(_preds(n=1500, site_shift={"C": 0.2}), policy=pol)
     check = next(c for c in planted.checks if c.id == "performance.site_auroc_gap")
     assert check.status != "pass" and "C" in check.description
-    assert check.ci_excludes_threshold is not None
+    assert check.evidence is not None
     quiet = performance_section(_preds(n=1500, seed=3), policy=pol)
     check = next(c for c in quiet.checks if c.id == "performance.site_auroc_gap")
-    assert check.status == "pass"
+    assert check.status in ("pass", "inconclusive") and not check.blocking
 
 
 def test_small_site_is_skipped_with_reason():

@@ -1,4 +1,4 @@
-"""Policy ``decision``: fail on the point estimate (default) or only on CI evidence."""
+"""Policy ``decision``: fail only on CI evidence (default) or on the point estimate."""
 
 import numpy as np
 import pandas as pd
@@ -11,13 +11,14 @@ from medaudit.report import Policy
 
 
 def test_judge_estimate_versus_ci():
-    est = Policy.default()
-    ci = Policy.from_mapping({"settings": {"decision": "ci"}})
-    # gap 0.08 > 0.05, CI includes 0.05: fails on the estimate, warns under "ci"
+    est = Policy.from_mapping({"settings": {"decision": "estimate"}})
+    ci = Policy.default()
+    assert ci.setting("decision") == "ci"
+    # gap 0.08 > 0.05, CI includes 0.05: fails on the estimate, inconclusive under "ci"
     a = est.judge("fairness.sex.auroc_gap", "gap", 0.08, ci=(0.02, 0.14))
     b = ci.judge("fairness.sex.auroc_gap", "gap", 0.08, ci=(0.02, 0.14))
-    assert (a.status, b.status) == ("fail", "warn")
-    assert "CI includes it" in b.reason
+    assert (a.status, b.status) == ("fail", "inconclusive")
+    assert b.evidence == "straddles" and not b.blocking
     # the CI excludes the threshold: both fail
     c = ci.judge("fairness.sex.auroc_gap", "gap", 0.12, ci=(0.07, 0.17))
     assert c.status == "fail"
@@ -42,7 +43,7 @@ def test_ci_decision_keeps_false_alarms_at_5_percent_on_small_test_sets():
     # 4 groups of ~250 images and no planted effect: the max-min AUROC gap is biased
     # upwards, so deciding on the point estimate raises many false alarms; deciding on
     # the CI keeps them at the nominal level.
-    est = Policy.from_mapping({"settings": {"n_bootstrap": 200}})
+    est = Policy.from_mapping({"settings": {"n_bootstrap": 200, "decision": "estimate"}})
     ci = Policy.from_mapping({"settings": {"n_bootstrap": 200, "decision": "ci"}})
     fails = {"estimate": 0, "ci": 0}
     draws = 60
@@ -83,4 +84,4 @@ def test_ci_decision_still_finds_a_planted_gap():
         figures=False,
     )
     chk = next(c for c in sec.checks if c.id == "fairness.grp.auroc_gap")
-    assert chk.status == "fail" and chk.ci_excludes_threshold
+    assert chk.status == "fail" and chk.evidence == "beyond_threshold"

@@ -13,8 +13,8 @@ from _report_factory import IMAGE_PATHS, PATIENT_IDS, build_report
 
 from medaudit.cli.app import run
 from medaudit.cli.report import JUNIT_SUITE, JUNIT_UNAVAILABLE, render_report
+from medaudit.registry import declared_checks, known_settings
 from medaudit.report import Check, Policy, Report, Section
-from medaudit.report._policy import BUILTIN_CHECKS
 
 EXAMPLE_POLICY = Path(__file__).resolve().parents[1] / "examples" / "policy.toml"
 
@@ -183,8 +183,10 @@ def test_policy_show_prints_the_builtin_policy(capsys):
     assert run(["policy", "show"]) == 0
     out = capsys.readouterr().out
     assert out == Policy.default().to_toml()
-    for cid in BUILTIN_CHECKS:
+    for cid in declared_checks():
         assert f'[checks."{cid}"]' in out
+    for name, setting in known_settings().items():  # every key with its help
+        assert f"{name.rpartition('.')[2]} = " in out and f"# {setting.help}" in out
 
 
 def test_policy_show_merges_a_file_and_its_output_is_a_valid_policy(tmp_path, capsys):
@@ -195,7 +197,8 @@ def test_policy_show_merges_a_file_and_its_output_is_a_valid_policy(tmp_path, ca
     again = Policy.from_toml(shown)
     example = Policy.from_toml(EXAMPLE_POLICY)
     assert dict(again.checks) == dict(example.checks)
-    assert dict(again.settings) == dict(example.settings)
+    for name in known_settings():
+        assert again.setting(name) == example.setting(name)
 
 
 def test_example_policy_is_documented_and_overrides_defaults():
@@ -205,15 +208,24 @@ def test_example_policy_is_documented_and_overrides_defaults():
     assert pol.threshold("performance.auroc").threshold == 0.80
     assert pol.threshold("fairness.age_group.auroc_gap").threshold == 0.05  # pattern
     assert pol.threshold("fairness.sex.auroc_gap").threshold == 0.03  # exact id wins
-    assert pol.threshold("integrity.invalid_labels") == BUILTIN_CHECKS["integrity.invalid_labels"]
+    builtin = declared_checks()["integrity.invalid_labels"]
+    assert pol.threshold("integrity.invalid_labels") == builtin
 
 
 def test_policy_show_json(capsys):
     assert run(["policy", "show", "--policy", str(EXAMPLE_POLICY), "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["source"] == str(EXAMPLE_POLICY)
-    assert data["checks"]["performance.auroc"] == {"op": ">=", "threshold": 0.8, "severity": "fail"}
-    assert data["settings"]["n_bootstrap"] == 1000
+    auroc = data["checks"]["performance.auroc"]
+    assert {k: auroc[k] for k in ("op", "threshold", "severity")} == {
+        "op": ">=",
+        "threshold": 0.8,
+        "severity": "major",
+    }
+    assert auroc["help"] == "AUROC on the audited data."
+    assert data["settings"]["n_bootstrap"]["value"] == 1000
+    assert data["settings"]["fairness.p_adjust"]["help"]
+    assert len(data["sha256"]) == 64
 
 
 def test_policy_show_bad_file_exits_2(tmp_path, capsys):

@@ -248,10 +248,11 @@ def test_check_rows_are_traffic_lights_with_value_ci_threshold_and_reason(page):
     row = re.search(r'<tr id="check-performance-ece" class="check warn">(.*?)</tr>', page, re.S)
     assert row is not None
     cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.S)
-    assert "Warn" in cells[0]
+    assert "Attention" in cells[0]
     assert cells[2] == "0.13 [0.09, 0.17]"
     assert cells[3] == "≤ 0.1"
-    assert "CI includes the threshold (inconclusive)" in cells[4]
+    assert "CI straddles the threshold (inconclusive)" in cells[4]
+    assert "minor severity: does not fail the report" in cells[4]
     assert "Recalibrate the scores" in cells[4]
     skipped = re.search(r'class="check skipped">(.*?)</tr>', page, re.S).group(1)
     assert "group too small: 12 images, fewer than 30" in skipped

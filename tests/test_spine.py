@@ -9,11 +9,27 @@ from medaudit.report import Check, Policy, Report, Section, Threshold
 from medaudit.stats import auroc, bootstrap_counts, weighted_auroc
 
 
-def test_check_evaluate_and_ci_flag():
+def test_check_evaluate_and_evidence():
     c = Check.evaluate("x.gap", "gap", 0.08, op="<=", threshold=0.05, ci=(0.06, 0.10))
-    assert c.status == "fail" and c.ci_excludes_threshold is True
+    assert c.status == "fail" and c.evidence == "beyond_threshold" and c.blocking
     c = Check.evaluate("x.gap", "gap", 0.04, op="<=", threshold=0.05, ci=(0.01, 0.09))
-    assert c.status == "pass" and c.ci_excludes_threshold is False
+    assert c.status == "inconclusive" and c.evidence == "straddles" and not c.blocking
+    c = Check.evaluate(
+        "x.gap", "gap", 0.04, op="<=", threshold=0.05, ci=(0.01, 0.09), decision="estimate"
+    )
+    assert c.status == "pass" and c.evidence == "straddles"
+    c = Check.evaluate("x.gap", "gap", 0.02, op="<=", threshold=0.05, ci=(0.01, 0.03))
+    assert c.status == "pass" and c.evidence == "within"  # a pass is never "beyond"
+    c = Check.evaluate("x.auc", "auc", 0.9, op=">=", threshold=0.75, ci=(0.85, 0.95))
+    assert c.evidence == "within"
+    c = Check.evaluate("x.auc", "auc", 0.6, op=">=", threshold=0.75, ci=(0.5, 0.7))
+    assert c.evidence == "beyond_threshold" and c.status == "fail"
+    # the boundary: a CI ending exactly at the threshold lies on the passing side of <=
+    c = Check.evaluate("x.n", "n", 0.0, op="<=", threshold=0.0, ci=(0.0, 0.0))
+    assert c.evidence == "within" and c.status == "pass"
+    minor = Check.evaluate("x.gap", "gap", 0.08, op="<=", threshold=0.05, severity="minor")
+    assert minor.status == "fail" and not minor.blocking
+    assert Report([Section("x", "X", "s", checks=[minor])]).passed
     assert Check.evaluate("x", "d", float("nan"), op="<=", threshold=1).status == "skipped"
     with pytest.raises(InvalidParameterError, match="'op' parameter"):
         Check.evaluate("x", "d", 1.0, op="==", threshold=1)
@@ -30,15 +46,19 @@ def test_policy_patterns_and_errors(tmp_path):
             }
         }
     )
-    assert pol.threshold("fairness.sex.auroc_gap") == Threshold("<=", 0.02, "warn")
+    assert pol.threshold("fairness.sex.auroc_gap") == Threshold("<=", 0.02, "minor")
     assert pol.threshold("fairness.age_group.auroc_gap").threshold == 0.1
     assert pol.threshold("performance.auroc").op == ">="  # built-in default kept
     bad = tmp_path / "bad.toml"
-    bad.write_text('[settings]\nn_bootstrap = -1\nfoo = 1\n[checks."a"]\nop = "=="\n')
+    bad.write_text(
+        "[settings]\nn_bootstrap = -1\nfoo = 1\n[settings.fairness]\nbar = 2\n"
+        '[checks."a"]\nop = "=="\n[checks."nosuch.*"]\nop = "<="\nthreshold = 1\n'
+    )
     with pytest.raises(InvalidInputError) as exc:
         Policy.from_toml(bad)
-    msg = str(exc.value)  # every problem is listed at once
-    assert "n_bootstrap" in msg and "foo" in msg and "op must be" in msg and "threshold" in msg
+    msg = str(exc.value)  # every problem is listed at once, unknown keys named
+    assert "n_bootstrap" in msg and "'foo'" in msg and "op must be" in msg and "threshold" in msg
+    assert "'fairness.bar'" in msg and "'nosuch.*'" in msg and "fairness.p_adjust" in msg
     with pytest.raises(InvalidInputError, match="not found"):
         Policy.from_toml(tmp_path / "missing.toml")
     text = Policy.default().to_toml()

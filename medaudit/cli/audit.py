@@ -1,16 +1,67 @@
-"""``medaudit audit``: every audit on a trained checkpoint → index.html + audit.json."""
+"""``medaudit audit``: the registered audits on a trained checkpoint → index.html + audit.json.
+
+Besides its own options, ``audit`` accepts every flag a registered audit declares for one
+of its settings (``--corruptions chest``), and ``--set AUDIT.KEY=VALUE`` for any setting;
+both override the policy file.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from medaudit._errors import InvalidInputError
 from medaudit.cli._common import parse_list, read_policy, require_file
 from medaudit.cli.app import app
 
-__all__ = ["audit", "audit_checkpoint"]
+__all__ = ["audit", "audit_checkpoint", "parse_setting_args"]
+
+MSG_UNKNOWN_FLAG = "Unknown option {flag!r} for medaudit audit; audit options: {known}."
+MSG_FLAG_VALUE = "Option {flag!r} needs a value."
+MSG_SET_FORMAT = "--set takes AUDIT.KEY=VALUE (e.g. --set robustness.severity=3); got {text!r}."
+
+
+def parse_setting_args(args: list[str]) -> dict[str, Any]:
+    """Settings from the extra arguments: declared audit flags and ``--set KEY=VALUE``."""
+    from medaudit.registry import known_settings, setting_flags
+    from medaudit.report import CORE_SETTINGS
+
+    flags = setting_flags()
+    declared = known_settings()
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        flag, eq, inline = arg.partition("=")
+        if flag not in flags and flag != "--set":
+            known = ", ".join(sorted([*flags, "--set"]))
+            raise InvalidInputError(MSG_UNKNOWN_FLAG.format(flag=flag, known=known))
+        if eq:
+            value = inline
+            i += 1
+        elif i + 1 < len(args):
+            value = args[i + 1]
+            i += 2
+        else:
+            raise InvalidInputError(MSG_FLAG_VALUE.format(flag=flag))
+        if flag == "--set":
+            key, eq2, text = value.partition("=")
+            if not eq2 or key not in declared:
+                if eq2 and key not in declared:
+                    core = {s.name for s in CORE_SETTINGS}
+                    raise InvalidInputError(
+                        f"Unknown setting {key!r}; known: {', '.join(sorted(declared))}"
+                        + (" (core settings have no audit prefix)" if key in core else "")
+                        + "."
+                    )
+                raise InvalidInputError(MSG_SET_FORMAT.format(text=value))
+            out[key] = declared[key].parse(text)
+        else:
+            full, setting = flags[flag]
+            out[full] = setting.parse(value)
+    return out
 
 
 def audit_checkpoint(
@@ -19,55 +70,90 @@ def audit_checkpoint(
     out: Path,
     *,
     train_data: Path | None = None,
+    population: Path | None = None,
     sensitive: list[str] | None = None,
     audits: list[str] | None = None,
     policy: Path | None = None,
+    settings: dict[str, Any] | None = None,
     arch: str | None = None,
     cache_dir: Path | None = None,
     include_identifiers: bool = False,
     calibration_data: Path | None = None,
+    device: str = "cpu",
+    workers: int = 0,
     progress: bool = False,
-):  # noqa: ANN201 - returns medaudit.report.Report
+) -> Any:
     """Run the audits on ``model`` over ``data`` and save the report in ``out``."""
-    from medaudit.cli.predict import load_model_and_predict
-    from medaudit.data._readers import load_cohort
-    from medaudit.pipeline import run_audits
+    from medaudit._device import resolve_device
+    from medaudit.data import load_cohort
+    from medaudit.pipeline import load_model_and_predict, run_audits
+    from medaudit.registry import check_audit_names
 
+    if audits is not None:
+        check_audit_names(audits)  # before any work: an unknown audit is exit 2 at once
     pol = read_policy(policy)
-    loaded, cohort, preds = load_model_and_predict(
-        model, data, arch=arch, cache_dir=cache_dir, progress=progress
+    if settings:
+        pol = pol.with_settings(settings, source=f"{pol.source} + command-line settings")
+    dev = resolve_device(device)
+    lp = load_model_and_predict(
+        model, data, arch=arch, cache_dir=cache_dir, device=dev, workers=workers, progress=progress
     )
     train = load_cohort(require_file(train_data, "Training manifest")) if train_data else None
+    pop = load_cohort(require_file(population, "Population manifest")) if population else None
     calibration = None
     if calibration_data is not None:
-        _, _, calibration = load_model_and_predict(
-            model, calibration_data, arch=arch, cache_dir=cache_dir
-        )
+        calibration = load_model_and_predict(
+            model, calibration_data, arch=arch, cache_dir=cache_dir, device=dev, workers=workers
+        ).predictions
     report = run_audits(
-        preds,
-        cohort,
+        lp.predictions,
+        lp.cohort,
         audits=audits,
         sensitive=sensitive,
         policy=pol,
         train=train,
-        model=loaded.model,
-        model_info={
-            "arch": loaded.arch,
-            "format": loaded.format,
-            "image_size": loaded.image_size,
-            "in_channels": loaded.in_channels,
-            "class_names": list(loaded.class_names or []),
-            "checkpoint": model.name,
-        },
+        population=pop,
+        model=lp.loaded.model,
+        model_info={**lp.model_info, "checkpoint": model.name},
         meta={"title": f"medaudit audit — {model.name} on {data.name}"},
         calibration=calibration,
+        device=dev,
+        cache_dir=cache_dir,
+        progress=progress,
     )
     report.save(out, include_identifiers=include_identifiers)
     return report
 
 
-@app.command()
+def _audit_help() -> str:
+    """The epilog of ``medaudit audit --help``: every registered audit and its flags."""
+    from medaudit.registry import get_audit, list_audits
+
+    lines = ["Registered audits (--audits):", ""]
+    for name in list_audits():
+        spec = get_audit(name)
+        needs = f" [needs: {', '.join(spec.needs)}]" if spec.needs else ""
+        lines.append(f"  {name}: {spec.title}{needs}")
+        for s in spec.settings:
+            if s.flag:
+                lines.append(f"      {s.flag} VALUE  {s.help} (default: {s.default!r})")
+    lines += ["", "Any setting: --set AUDIT.KEY=VALUE (see `medaudit policy show`)."]
+    return "\n\n".join(lines)
+
+
+def _epilog() -> str:
+    try:
+        return _audit_help()
+    except Exception:  # noqa: BLE001 - help must render even if an audit fails to import
+        return ""
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    epilog=_epilog(),
+)
 def audit(
+    ctx: typer.Context,
     model: Annotated[
         Path, typer.Option("--model", help="Checkpoint (.safetensors, .pt, TorchScript).")
     ],
@@ -76,13 +162,26 @@ def audit(
     ],
     out: Annotated[Path, typer.Option("--out", help="Folder for index.html and audit.json.")],
     train_data: Annotated[
-        Path | None, typer.Option("--train-data", help="Training manifest (patient overlap).")
+        Path | None,
+        typer.Option("--train-data", help="Training manifest (patient overlap, privacy)."),
+    ] = None,
+    population: Annotated[
+        Path | None,
+        typer.Option(
+            "--population",
+            help="Manifest of data disjoint from the training data (privacy reference models).",
+        ),
     ] = None,
     sensitive: Annotated[
-        str | None, typer.Option(help="Comma-separated attribute columns, e.g. sex,age_group.")
+        str | None,
+        typer.Option(
+            help="Comma-separated attribute columns (default: the demographic columns "
+            "present: sex, gender, age_group, race, ethnicity, insurance)."
+        ),
     ] = None,
     audits: Annotated[
-        str | None, typer.Option(help="Comma-separated audits (default: all registered).")
+        str | None,
+        typer.Option(help="Comma-separated audits (default: every audit whose inputs are given)."),
     ] = None,
     policy: Annotated[Path | None, typer.Option(help="Policy TOML with thresholds.")] = None,
     arch: Annotated[str | None, typer.Option(help="Architecture of a state-dict .pt file.")] = None,
@@ -96,32 +195,44 @@ def audit(
         Path | None,
         typer.Option(
             "--calibration-data",
-            help="Manifest of a calibration split (not the audited data): fits the fairness "
-            "mitigation suggestion (group thresholds, never applied).",
+            help="Manifest of a calibration split (not the audited data): operating points "
+            "and the fairness mitigation suggestion are fitted there.",
         ),
     ] = None,
+    device: Annotated[
+        str, typer.Option(help="auto (CUDA when present), cpu, cuda or mps.")
+    ] = "cpu",
+    workers: Annotated[
+        int, typer.Option(min=0, help="Processes decoding images from disk (0: in-process).")
+    ] = 0,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> int:
-    """Audit a checkpoint; exit 0 if every check passes, 1 if one fails, 2 on bad input."""
+    """Audit a checkpoint: exit 0, 1 if a critical or major check fails, 2 on bad input."""
+    settings = parse_setting_args(list(ctx.args))
     report = audit_checkpoint(
         model,
         data,
         out,
         train_data=train_data,
-        sensitive=parse_list(sensitive),
+        population=population,
+        # --sensitive "" means no attribute; leaving it out means the default.
+        sensitive=None if sensitive is None else (parse_list(sensitive) or []),
         audits=parse_list(audits),
         policy=policy,
+        settings=settings,
         arch=arch,
         cache_dir=cache_dir,
         include_identifiers=include_identifiers,
         calibration_data=calibration_data,
+        device=device,
+        workers=workers,
         progress=progress,
     )
-    failed = [c for c in report.checks if c.status == "fail"]
+    failed = [c for c in report.checks if c.blocking]
     typer.echo(
         f"Report written to {out / 'index.html'}: "
         + (
-            "all checks passed."
+            "no critical or major check failed."
             if not failed
             else f"{len(failed)} check(s) failed: {', '.join(c.id for c in failed)}."
         )

@@ -59,9 +59,7 @@ def render_report(
     bool
         Whether the report passed (no check failed).
     """
-    from medaudit.report._html import render_document
-    from medaudit.report._json import dumps, load_audit_json
-    from medaudit.report._model import Check, atomic_write_text
+    from medaudit.report import Check, atomic_write_text, dumps, load_audit_json, render_document
 
     doc = load_audit_json(source)
     out_dir = Path(out)

@@ -1,5 +1,6 @@
 """Fairness audit: group metrics with honest statistics, gaps, and the report section."""
 
+from medaudit.fairness._audit import SPEC, audit
 from medaudit.fairness._group import (
     GapResult,
     GroupMetrics,
@@ -8,6 +9,7 @@ from medaudit.fairness._group import (
     subgroup_gap,
 )
 from medaudit.fairness._interop import metricframe
+from medaudit.fairness._io import predictions_from_frame, read_predictions
 from medaudit.fairness._metrics import (
     METRICS,
     MetricSpec,
@@ -19,16 +21,20 @@ from medaudit.fairness._section import continuous_association, fairness_section
 from medaudit.fairness._thresholds import sensitivity_threshold, youden_threshold
 
 __all__ = [
+    "SPEC",
     "METRICS",
     "GapResult",
     "GroupMetrics",
     "MetricSpec",
     "adjust_gap_pvalues",
+    "audit",
     "continuous_association",
     "expected_calibration_error",
     "fairness_section",
     "group_metrics",
     "metricframe",
+    "predictions_from_frame",
+    "read_predictions",
     "sensitivity_threshold",
     "subgroup_gap",
     "threshold_optimizer_suggestion",

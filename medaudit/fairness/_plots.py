@@ -41,7 +41,10 @@ def roc_figure(
         ax.set_xlabel("False positive rate")
         ax.set_ylabel("True positive rate (sensitivity)")
         ax.set_title(cls if n > 1 else f"ROC by {attribute}")
-        ax.legend(fontsize=7, loc="lower right")
+        if by_group:
+            ax.legend(fontsize=7, loc="lower right")
+        else:
+            ax.text(0.5, 0.5, "no group large enough", ha="center", va="center", fontsize=8)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.01)
         if by_group:
@@ -64,7 +67,7 @@ def forest_plot(checks: Sequence[Check], *, title: str = "Fairness gaps") -> Fig
     drawn = [c for c in checks if c.status != "skipped" and c.value is not None]
     height = max(2.0, 0.32 * len(drawn) + 1.0)
     fig, ax = plt.subplots(figsize=(7.5, height))
-    colors = {"pass": "#2b7a3d", "warn": "#b7791f", "fail": "#c53030"}
+    colors = {"pass": "#2b7a3d", "inconclusive": "#b7791f", "fail": "#c53030"}
     for i, c in enumerate(drawn):
         y = len(drawn) - 1 - i
         if c.ci is not None and all(math.isfinite(v) for v in c.ci):

@@ -54,7 +54,7 @@ CHECK_KINDS: dict[str, tuple[str, str, Threshold, str, str]] = {
     "worst_group_auroc": (
         "auroc",
         "worst_group",
-        Threshold(">=", 0.70, "warn"),
+        Threshold(">=", 0.70, "minor"),
         "AUROC of the worst group",
         "Performance in {worst} may be too low for clinical use; validate on more cases "
         "from that group before deployment.",
@@ -62,7 +62,7 @@ CHECK_KINDS: dict[str, tuple[str, str, Threshold, str, str]] = {
     "underdiagnosis_gap": (
         "underdiagnosis_rate",
         "difference",
-        Threshold("<=", 0.05, "warn"),
+        Threshold("<=", 0.05, "minor"),
         "Underdiagnosis-rate gap between groups",
         "Patients in {worst} with a finding are more often called 'no finding'. Consider "
         "group-aware operating points (see the mitigation table) and clinical review of "
@@ -71,7 +71,7 @@ CHECK_KINDS: dict[str, tuple[str, str, Threshold, str, str]] = {
     "equalized_odds_difference": (
         "equalized_odds_difference",
         "difference",
-        Threshold("<=", 0.10, "warn"),
+        Threshold("<=", 0.10, "minor"),
         "Equalized-odds difference (max of TPR and FPR gaps)",
         "Error rates at the operating threshold differ between groups; try group-specific "
         "thresholds fitted on a calibration split (Fairlearn ThresholdOptimizer).",
@@ -79,7 +79,7 @@ CHECK_KINDS: dict[str, tuple[str, str, Threshold, str, str]] = {
     "demographic_parity_difference": (
         "demographic_parity_difference",
         "difference",
-        Threshold("<=", 0.10, "warn"),
+        Threshold("<=", 0.10, "minor"),
         "Demographic-parity difference (selection-rate gap)",
         "Flag rates differ between groups; compare with the prevalence gap before acting, "
         "since unequal prevalence legitimately gives unequal flag rates.",
@@ -87,13 +87,13 @@ CHECK_KINDS: dict[str, tuple[str, str, Threshold, str, str]] = {
     "ece_gap": (
         "ece",
         "difference",
-        Threshold("<=", 0.05, "warn"),
+        Threshold("<=", 0.05, "minor"),
         "Calibration (ECE) gap between groups",
         "Predicted probabilities are less trustworthy in {worst}; recalibrate per group on "
         "a calibration split or report calibration per group.",
     ),
 }
-PEARSON_THRESHOLD = Threshold("<=", 0.10, "warn")
+PEARSON_THRESHOLD = Threshold("<=", 0.10, "minor")
 
 
 def continuous_association(
@@ -225,7 +225,7 @@ def _checks(gm: GroupMetrics, policy: Policy) -> list[Check]:
                 desc = f"{words} ({attr}{', ' + cls if multiclass else ''})"
                 if row.empty or row.iloc[0]["status"] == "skipped":
                     reason = row.iloc[0]["reason"] if not row.empty else "not computed"
-                    out.append(Check.skipped(cid, desc, reason or "not computed"))
+                    out.append(policy.skipped(cid, desc, reason or "not computed"))
                     continue
                 r = row.iloc[0]
                 if kind == "difference" and r["group_high"]:
@@ -421,7 +421,7 @@ def fairness_section(
                 f" ({cls})" if len(gm.class_names) > 1 else ""
             )
             if err["status"] == "skipped":
-                checks.append(Check.skipped(cid, desc, str(err["reason"])))
+                checks.append(policy.skipped(cid, desc, str(err["reason"])))
             else:
                 lo, hi = float(err["ci_low"]), float(err["ci_high"])
                 abs_ci = (0.0 if lo <= 0 <= hi else min(abs(lo), abs(hi)), max(abs(lo), abs(hi)))
@@ -549,7 +549,7 @@ def _summary(gm: GroupMetrics, checks: list[Check]) -> str:
     g = gm.gaps
     auc = g[(g["metric"] == "auroc") & (g["kind"] == "difference") & (g["status"] == "ok")]
     failed = [c for c in checks if c.status == "fail"]
-    warned = [c for c in checks if c.status == "warn"]
+    unsure = [c for c in checks if c.status == "inconclusive"]
     judged = [c for c in checks if c.status != "skipped"]
     if auc.empty:
         return (
@@ -564,7 +564,7 @@ def _summary(gm: GroupMetrics, checks: list[Check]) -> str:
         f"{top['ci_low']:.3f} to {top['ci_high']:.3f})"
     )
     verdict = f"{len(failed)} of {len(judged)} fairness checks failed" + (
-        f" and {len(warned)} warned" if warned else ""
+        f" and {len(unsure)} were inconclusive" if unsure else ""
     )
     return f"{lead}; {verdict}."
 

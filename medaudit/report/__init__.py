@@ -4,19 +4,35 @@ from medaudit.report._html import render_document, render_html
 from medaudit.report._json import (
     SCHEMA_ID,
     audit_schema,
+    dumps,
     load_audit_json,
     report_from_dict,
     report_to_dict,
     validate_audit_json,
 )
-from medaudit.report._model import Check, Figure, Report, Section, atomic_write_text
-from medaudit.report._policy import BUILTIN_CHECKS, DEFAULT_SETTINGS, Policy, Threshold
+from medaudit.report._junit import checks_to_junit
+from medaudit.report._model import (
+    BLOCKING_SEVERITIES,
+    EVIDENCE,
+    SEVERITIES,
+    STATUSES,
+    Check,
+    Figure,
+    Report,
+    Section,
+    atomic_write_text,
+    display_status,
+)
+from medaudit.report._policy import CORE_SETTINGS, Policy, Setting, Threshold
 from medaudit.report._summary import ExecutiveSummary, Finding, build_summary
 
 __all__ = [
-    "BUILTIN_CHECKS",
-    "DEFAULT_SETTINGS",
+    "BLOCKING_SEVERITIES",
+    "CORE_SETTINGS",
+    "EVIDENCE",
     "SCHEMA_ID",
+    "SEVERITIES",
+    "STATUSES",
     "Check",
     "ExecutiveSummary",
     "Figure",
@@ -24,10 +40,14 @@ __all__ = [
     "Policy",
     "Report",
     "Section",
+    "Setting",
     "Threshold",
     "atomic_write_text",
     "audit_schema",
     "build_summary",
+    "checks_to_junit",
+    "display_status",
+    "dumps",
     "load_audit_json",
     "render_document",
     "render_html",

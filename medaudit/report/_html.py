@@ -31,7 +31,7 @@ from markupsafe import Markup
 
 from medaudit._errors import InvalidInputError, param_error
 from medaudit.report._json import dumps, report_from_dict, report_to_dict, validate_audit_json
-from medaudit.report._model import Report
+from medaudit.report._model import Report, display_status
 from medaudit.report._summary import (
     ExecutiveSummary,
     _confidence_from_meta,
@@ -93,7 +93,7 @@ _STATUS_RANK = {"fail": 0, "warn": 1, "skipped": 2, "pass": 3}
 STATUS_LABELS = {
     "pass": "Pass",
     "fail": "Fail",
-    "warn": "Warn",
+    "warn": "Attention",
     "skipped": "Skipped",
     "empty": "No checks",
 }
@@ -446,24 +446,29 @@ def _figure_view(section: str, name: str, fig: Mapping[str, Any], ctx: _Context)
     return _FigureView(svg=Markup(svg), alt=ctx.text(fig.get("alt") or name), name=ctx.text(name))
 
 
+_EVIDENCE_WORDS = {
+    "beyond_threshold": "CI lies beyond the threshold",
+    "straddles": "CI straddles the threshold (inconclusive)",
+}
+
+
 def _check_row(c: Any, ctx: _Context) -> _CheckRow:
     reason = c.reason
-    if c.status in ("fail", "warn") and c.ci_excludes_threshold is not None:
-        qual = (
-            "CI excludes the threshold"
-            if c.ci_excludes_threshold
-            else "CI includes the threshold (inconclusive)"
-        )
+    shown = display_status(c)
+    qual = _EVIDENCE_WORDS.get(c.evidence or "", "") if shown in ("fail", "warn") else ""
+    if c.status == "fail" and not c.blocking:
+        qual = "; ".join(x for x in (f"{c.severity} severity: does not fail the report", qual) if x)
+    if qual:
         reason = f"{reason}; {qual}" if reason else qual
     return _CheckRow(
         anchor=ctx.anchor("check-", c.id),
         id=ctx.text(c.id),
         description=ctx.text(c.description),
-        status=c.status,
+        status=shown,
         value=format_value_ci(c.value, c.ci),
         threshold=format_threshold(c.op, c.threshold),
         reason=ctx.text(reason),
-        advice=ctx.text(c.advice) if c.status in ("fail", "warn") else "",
+        advice=ctx.text(c.advice) if shown in ("fail", "warn") else "",
         value_sort=_sort_key(c.value),
     )
 
@@ -554,7 +559,7 @@ def _static() -> tuple[str, str]:
 
 def _finding_view(f: Any, ctx: _Context, anchors: Mapping[str, str]) -> dict[str, str]:
     return {
-        "status": f.check.status,
+        "status": display_status(f.check),
         "section_title": ctx.text(f.section_title),
         "sentence": ctx.text(f.sentence),
         "advice": ctx.text(f.advice),
@@ -597,7 +602,7 @@ def render_document(doc: Mapping[str, Any], *, include_identifiers: bool = False
     check_anchors: dict[str, str] = {}
     for (name, sdoc), sec in zip(doc["sections"].items(), report.sections, strict=True):
         anchor = ctx.anchor("s-", name)
-        checks = sorted(sec.checks, key=lambda c: _STATUS_RANK[c.status])
+        checks = sorted(sec.checks, key=lambda c: _STATUS_RANK[display_status(c)])
         rows = [_check_row(c, ctx) for c in checks]
         for c, r in zip(checks, rows, strict=True):
             check_anchors.setdefault(c.id, r.anchor)
@@ -608,7 +613,7 @@ def render_document(doc: Mapping[str, Any], *, include_identifiers: bool = False
             tables.append(t)
         counts = dict.fromkeys(_STATUS_RANK, 0)
         for c in sec.checks:
-            counts[c.status] += 1
+            counts[display_status(c)] += 1
         sections.append(
             _SectionView(
                 name=ctx.text(name),

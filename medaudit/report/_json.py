@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from medaudit.report._model import (
+    BLOCKING_SEVERITIES,
     Check,
     Figure,
     Report,
@@ -179,7 +180,7 @@ def _structural_problems(doc: Any) -> list[str]:
             for key in ("id", "description", "value", "status"):
                 if key not in chk:
                     problems.append(f"at {where}: {key!r} is a required property")
-            if chk.get("status") not in ("pass", "fail", "warn", "skipped"):
+            if chk.get("status") not in ("pass", "fail", "inconclusive", "skipped", "warn"):
                 problems.append(f"at {where}/status: {chk.get('status')!r} is not a status")
             v = chk.get("value")
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
@@ -212,12 +213,15 @@ def validate_audit_json(doc: Any, *, source: str = "document") -> None:
     problems = _schema_problems(doc)
     if not problems:
         failed = [
-            c["id"] for s in doc["sections"].values() for c in s["checks"] if c["status"] == "fail"
+            c["id"]
+            for s in doc["sections"].values()
+            for c in s["checks"]
+            if c["status"] == "fail" and c.get("severity", "major") in BLOCKING_SEVERITIES
         ]
         if doc["passed"] and failed:
             problems.append(f"'passed' is true but check(s) {failed[:3]} failed")
         if not doc["passed"] and not failed:
-            problems.append("'passed' is false but no check failed")
+            problems.append("'passed' is false but no critical or major check failed")
     if problems:
         more = len(problems) - _MAX_PROBLEMS
         text = "; ".join(problems[:_MAX_PROBLEMS]) + (f"; and {more} more" if more > 0 else "")

@@ -29,9 +29,10 @@ def _statement(c: Check) -> str:
 def checks_to_junit(checks: Sequence[Check], suite_name: str = "medaudit") -> str:
     """Render ``checks`` as JUnit XML: one test case per check.
 
-    ``fail`` becomes a ``<failure>``, ``skipped`` a ``<skipped>`` with the reason, and
-    ``warn`` a passing case whose ``<system-out>`` starts with ``WARNING``. All text is
-    XML-escaped.
+    A failure of critical or major severity becomes a ``<failure>``, ``skipped`` a
+    ``<skipped>`` with the reason, and a minor/info failure or an inconclusive check a
+    passing case whose ``<system-out>`` starts with ``WARNING`` (or ``INCONCLUSIVE``). All
+    text is XML-escaped.
 
     Parameters
     ----------
@@ -50,7 +51,7 @@ def checks_to_junit(checks: Sequence[Check], suite_name: str = "medaudit") -> st
     >>> 'failures="1"' in xml and '<failure message="gap: value 0.1; required &lt;= 0.05"' in xml
     True
     """
-    failures = sum(c.status == "fail" for c in checks)
+    failures = sum(c.blocking for c in checks)
     skipped = sum(c.status == "skipped" for c in checks)
     root = ET.Element(
         "testsuites",
@@ -72,14 +73,16 @@ def checks_to_junit(checks: Sequence[Check], suite_name: str = "medaudit") -> st
     for c in checks:
         case = ET.SubElement(suite, "testcase", classname=suite_name, name=c.id)
         statement = _statement(c)
-        if c.status == "fail":
+        if c.blocking:
             fail = ET.SubElement(case, "failure", message=statement, type="CheckFailed")
             fail.text = statement + (f"\nAdvice: {c.advice}" if c.advice else "")
         elif c.status == "skipped":
             ET.SubElement(case, "skipped", message=c.reason)
         out = ET.SubElement(case, "system-out")
         out.text = (
-            ("WARNING: " if c.status == "warn" else "")
+            {"fail": "WARNING: ", "inconclusive": "INCONCLUSIVE: "}.get(
+                c.status if not c.blocking else "", ""
+            )
             + statement
             + (f"\nAdvice: {c.advice}" if c.advice and c.status != "pass" else "")
         )

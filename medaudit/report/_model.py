@@ -19,10 +19,31 @@ import pandas as pd
 
 from medaudit._errors import param_error
 
-__all__ = ["OPS", "STATUSES", "Check", "Figure", "Report", "Section", "atomic_write_text"]
+__all__ = [
+    "BLOCKING_SEVERITIES",
+    "EVIDENCE",
+    "OPS",
+    "SEVERITIES",
+    "STATUSES",
+    "Check",
+    "Figure",
+    "Report",
+    "Section",
+    "atomic_write_text",
+    "display_status",
+]
 
-Status = Literal["pass", "fail", "warn", "skipped"]
-STATUSES: tuple[str, ...] = ("pass", "fail", "warn", "skipped")
+Status = Literal["pass", "fail", "inconclusive", "skipped"]
+STATUSES: tuple[str, ...] = ("pass", "fail", "inconclusive", "skipped")
+Severity = Literal["critical", "major", "minor", "info"]
+SEVERITIES: tuple[str, ...] = ("critical", "major", "minor", "info")
+# A failed check of one of these severities fails the report (exit code 1).
+BLOCKING_SEVERITIES: tuple[str, ...] = ("critical", "major")
+# Where a check's CI lies relative to its threshold.
+EVIDENCE: tuple[str, ...] = ("beyond_threshold", "straddles", "within")
+Decision = Literal["ci", "estimate"]
+# Severities of code and policy files written before severities had four levels.
+SEVERITY_ALIASES: dict[str, str] = {"fail": "major", "warn": "minor"}
 OPS: dict[str, Any] = {
     "<=": lambda v, t: v <= t,
     "<": lambda v, t: v < t,
@@ -40,7 +61,7 @@ def _finite_or_none(x: float | None) -> float | None:
 
 @dataclass(frozen=True)
 class Check:
-    """One pass/fail statement about the model, with its evidence.
+    """One statement about the model, with its evidence and how much it matters.
 
     Parameters
     ----------
@@ -50,19 +71,25 @@ class Check:
         What is checked, in words a clinician can read.
     value : float or None
         The point estimate (None when skipped).
+    status : {"pass", "fail", "inconclusive", "skipped"}
+        What the evidence supports. Under the default decision rule a check fails when
+        its CI lies wholly beyond the threshold, passes when it lies wholly on the
+        passing side, and is inconclusive when it straddles the threshold; a check
+        without a CI is decided on its value. ``skipped`` comes with a reason.
     ci : tuple of (float, float) or None
-        95% confidence interval of ``value`` when known.
+        Confidence interval of ``value`` when known.
     op : {"<=", "<", ">=", ">"} or None
         How ``value`` is compared with ``threshold``.
     threshold : float or None
         The policy's threshold.
-    status : {"pass", "fail", "warn", "skipped"}
-        The verdict. A check fails on the point estimate; ``ci_excludes_threshold``
-        says whether the interval supports the verdict.
     reason : str
         Why the check was skipped, or a short qualifier of the verdict.
     advice : str
         What to do when the check does not pass (feeds the executive summary).
+    severity : {"critical", "major", "minor", "info"}
+        How serious a failure would be, from the policy. A failed ``critical`` or
+        ``major`` check fails the report (exit code 1); ``minor`` and ``info`` failures
+        are reported but do not.
     """
 
     id: str
@@ -74,10 +101,15 @@ class Check:
     threshold: float | None = None
     reason: str = ""
     advice: str = ""
+    severity: Severity = "major"
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise param_error("status", "Check", f"one of {STATUSES}", self.status)
+        if self.severity in SEVERITY_ALIASES:
+            object.__setattr__(self, "severity", SEVERITY_ALIASES[self.severity])
+        if self.severity not in SEVERITIES:
+            raise param_error("severity", "Check", f"one of {SEVERITIES}", self.severity)
         if self.op is not None and self.op not in OPS:
             raise param_error("op", "Check", f"one of {tuple(OPS)}", self.op)
         if self.status == "skipped" and not self.reason:
@@ -93,44 +125,67 @@ class Check:
         op: str,
         threshold: float,
         ci: tuple[float, float] | None = None,
-        severity: Literal["fail", "warn"] = "fail",
+        severity: Severity = "major",
         advice: str = "",
+        decision: Decision = "ci",
     ) -> Check:
-        """Compare ``value`` with ``threshold`` and build the resulting check.
+        """Compare ``value`` (and its CI) with ``threshold`` and build the check.
 
-        A non-finite value is never a pass: it becomes ``skipped`` with a reason.
+        With ``decision="ci"`` (the default) the status follows the evidence: ``fail``
+        when the CI lies wholly beyond the threshold, ``pass`` when it lies wholly on the
+        passing side, ``inconclusive`` when it straddles it. Without a CI, or with
+        ``decision="estimate"``, the point estimate decides. A non-finite value is never
+        a pass: it becomes ``skipped`` with a reason.
 
         Examples
         --------
         >>> Check.evaluate("m.auroc", "AUROC", 0.8, op=">=", threshold=0.75).status
         'pass'
-        >>> Check.evaluate("m.gap", "gap", 0.1, op="<=", threshold=0.05, severity="warn").status
-        'warn'
+        >>> Check.evaluate("m.gap", "gap", 0.1, op="<=", threshold=0.05, ci=(0.02, 0.2)).status
+        'inconclusive'
+        >>> Check.evaluate("m.gap", "gap", 0.1, op="<=", threshold=0.05, ci=(0.02, 0.2),
+        ...                decision="estimate").status
+        'fail'
         """
         if op not in OPS:
             raise param_error("op", "Check.evaluate", f"one of {tuple(OPS)}", op)
+        if decision not in ("ci", "estimate"):
+            raise param_error("decision", "Check.evaluate", "'ci' or 'estimate'", decision)
         v = _finite_or_none(value)
         if v is None:
-            return cls.skipped(id, description, "the value could not be computed (not finite)")
-        ok = OPS[op](v, threshold)
-        status: Status = "pass" if ok else severity
+            return cls.skipped(
+                id, description, "the value could not be computed (not finite)", severity=severity
+            )
         ci_t = None if ci is None else (float(ci[0]), float(ci[1]))
-        return cls(id, description, v, status, ci_t, op, float(threshold), "", advice)
+        severity = SEVERITY_ALIASES.get(severity, severity)  # type: ignore[assignment]
+        status: Status = "pass" if OPS[op](v, threshold) else "fail"
+        evidence = _evidence(ci_t, op, float(threshold))
+        if decision == "ci" and evidence is not None:
+            status = {"beyond_threshold": "fail", "within": "pass"}.get(evidence, "inconclusive")  # type: ignore[assignment]
+        return cls(id, description, v, status, ci_t, op, float(threshold), "", advice, severity)
 
     @classmethod
-    def skipped(cls, id: str, description: str, reason: str) -> Check:
+    def skipped(
+        cls, id: str, description: str, reason: str, *, severity: Severity = "major"
+    ) -> Check:
         """Build a skipped check; ``reason`` says why (e.g. the group is too small)."""
-        return cls(id, description, None, "skipped", reason=reason)
+        return cls(id, description, None, "skipped", reason=reason, severity=severity)
 
     @property
-    def ci_excludes_threshold(self) -> bool | None:
-        """Whether the whole CI lies on one side of the threshold (None when unknown)."""
-        if self.ci is None or self.threshold is None:
+    def evidence(self) -> str | None:
+        """Where the CI lies: ``beyond_threshold``, ``straddles`` or ``within`` (None: no CI).
+
+        ``within`` means wholly on the passing side of the threshold, ``beyond_threshold``
+        wholly on the failing side.
+        """
+        if self.threshold is None or self.op is None:
             return None
-        lo, hi = self.ci
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            return None
-        return bool(lo > self.threshold or hi < self.threshold)
+        return _evidence(self.ci, self.op, float(self.threshold))
+
+    @property
+    def blocking(self) -> bool:
+        """True when this check fails the report: a failure of critical or major severity."""
+        return self.status == "fail" and self.severity in BLOCKING_SEVERITIES
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready record of this check."""
@@ -142,9 +197,10 @@ class Check:
             "op": self.op,
             "threshold": _finite_or_none(self.threshold),
             "status": self.status,
+            "severity": self.severity,
+            "evidence": self.evidence,
             "reason": self.reason,
             "advice": self.advice,
-            "ci_excludes_threshold": self.ci_excludes_threshold,
         }
 
     @classmethod
@@ -152,17 +208,55 @@ class Check:
         """Inverse of :meth:`to_dict`."""
         ci = d.get("ci")
         nan = float("nan")
+        status, severity = d["status"], d.get("severity", "major")
+        if status == "warn":  # written before statuses had four values
+            status, severity = "fail", "minor"
         return cls(
             id=d["id"],
             description=d["description"],
             value=d.get("value"),
-            status=d["status"],
+            status=status,
             ci=None if ci is None else tuple(nan if c is None else c for c in ci),  # type: ignore[arg-type]
             op=d.get("op"),
             threshold=d.get("threshold"),
             reason=d.get("reason", ""),
             advice=d.get("advice", ""),
+            severity=severity,
         )
+
+
+def _evidence(ci: tuple[float, float] | None, op: str, threshold: float) -> str | None:
+    """Where ``ci`` lies relative to ``threshold`` for a check ``value op threshold``."""
+    if ci is None:
+        return None
+    lo, hi = ci
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return None
+    passes = OPS[op]
+    lo_ok, hi_ok = passes(lo, threshold), passes(hi, threshold)
+    if lo_ok and hi_ok:
+        return "within"
+    if not lo_ok and not hi_ok:
+        return "beyond_threshold"
+    return "straddles"
+
+
+def display_status(check: Check) -> str:
+    """How a check is shown in the page and the summary.
+
+    ``fail`` (a blocking failure), ``warn`` (a minor/info failure or an inconclusive
+    check), ``pass`` or ``skipped``.
+
+    Examples
+    --------
+    >>> display_status(Check("a", "a", 1.0, "fail", severity="minor"))
+    'warn'
+    """
+    if check.status == "fail":
+        return "fail" if check.blocking else "warn"
+    if check.status == "inconclusive":
+        return "warn"
+    return check.status
 
 
 @dataclass(frozen=True)
@@ -230,9 +324,13 @@ class Section:
                 self.figures[key] = Figure.from_matplotlib(fig, alt=key)
 
     @property
-    def status(self) -> Status:
-        """Worst status among the checks (``pass`` when there are none)."""
-        statuses = {c.status for c in self.checks}
+    def status(self) -> str:
+        """Worst display status among the checks (see :func:`display_status`).
+
+        ``fail`` (a blocking failure), ``warn``, ``pass``, or ``skipped`` when every check
+        was skipped; ``pass`` when there are none.
+        """
+        statuses = {display_status(c) for c in self.checks}
         for s in ("fail", "warn"):
             if s in statuses:
                 return s
@@ -285,8 +383,12 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        """True when no check failed (warnings and skips do not fail a report)."""
-        return not any(c.status == "fail" for c in self.checks)
+        """True when no critical or major check failed.
+
+        Minor and informational failures, inconclusive and skipped checks are reported
+        but do not fail a report.
+        """
+        return not any(c.blocking for c in self.checks)
 
     def section(self, name: str) -> Section:
         """The section called ``name``."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from medaudit._errors import param_error
-from medaudit.report._model import STATUSES, Check, Report
+from medaudit.report._model import Check, Report, display_status
 
 __all__ = [
     "ExecutiveSummary",
@@ -238,11 +238,11 @@ def _sentence(check: Check, confidence: float) -> str:
             f"; the policy requires {OP_WORDS.get(check.op, check.op)} {float(check.threshold):g}"
         )
     text += "."
-    excl = check.ci_excludes_threshold
+    ev = check.evidence
     pct = f"{confidence * 100:g}%"
-    if excl is True:
+    if ev == "beyond_threshold":
         text += f" The {pct} CI lies entirely beyond the threshold."
-    elif excl is False:
+    elif ev == "straddles":
         text += f" The {pct} CI includes the threshold, so more data are needed to be sure."
     if check.reason:
         text += f" ({_capitalise(check.reason.rstrip('.'))}.)"
@@ -293,13 +293,14 @@ def build_summary(
         raise param_error("n_findings", "build_summary", "a non-negative int", n_findings)
     if confidence is None:
         confidence = _confidence_from_meta(report.meta)
-    counts = dict.fromkeys(STATUSES, 0)
+    counts = dict.fromkeys(("pass", "fail", "warn", "skipped"), 0)
     ranked: list[tuple[tuple[int, int, float, str, int], Finding]] = []
     order = 0
     for section in report.sections:
         for check in section.checks:
-            counts[check.status] += 1
-            if check.status not in _SEVERITY_RANK:
+            shown = display_status(check)
+            counts[shown] += 1
+            if shown not in _SEVERITY_RANK:
                 continue
             excess = _excess(check)
             finding = Finding(
@@ -314,8 +315,8 @@ def build_summary(
             # the CI supports and those without sampling error (counts such as patient
             # overlap), however far its point estimate lies; then the larger excess.
             # Rounded so that float noise does not decide between equal excesses.
-            certainty = 1 if check.ci_excludes_threshold is False else 0
-            key = (_SEVERITY_RANK[check.status], certainty, -round(excess, 9), check.id, order)
+            certainty = 1 if check.evidence == "straddles" else 0
+            key = (_SEVERITY_RANK[shown], certainty, -round(excess, 9), check.id, order)
             ranked.append((key, finding))
             order += 1
     ranked.sort(key=lambda kf: kf[0])

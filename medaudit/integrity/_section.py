@@ -32,7 +32,6 @@ References
 from __future__ import annotations
 
 import hashlib
-from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -45,67 +44,37 @@ from medaudit.data._readers import (
     _large_files,
     _map_in_threads,
 )
-from medaudit.report._model import Check, Section
-from medaudit.report._policy import Policy
+from medaudit.report import Check, Policy, Section, Threshold
+from medaudit.stats import wilson_interval
 
-__all__ = ["MAX_LISTED_ROWS", "integrity_section", "wilson_interval"]
+__all__ = ["CHECKS", "MAX_LISTED_ROWS", "integrity_section"]
 
 # Row positions listed per table cell; longer lists end with "... (N more)".
 MAX_LISTED_ROWS = 20
 # Duplicate groups listed in the table (the count in the check is always complete).
 MAX_DUPLICATE_GROUPS = 100
 _METADATA_COLUMNS = ("patient_id", "study_id", "site")
+
+# The integrity audit's checks and built-in thresholds.
+CHECKS: dict[str, Threshold] = {
+    "integrity.unreadable_files": Threshold(
+        "<=", 0.0, "minor", help="Fraction of listed images that could not be read."
+    ),
+    "integrity.duplicate_images": Threshold(
+        "<=", 0.0, "minor", help="Fraction of images that are exact copies of another."
+    ),
+    "integrity.patient_overlap": Threshold(
+        "<=", 0.0, "major", help="Patients in both the training and the audited data."
+    ),
+    "integrity.invalid_labels": Threshold(
+        "<=", 0.0, "major", help="Images whose label is outside the declared classes."
+    ),
+    "integrity.missing_attributes": Threshold(
+        "<=", 0.0, "minor", help="Largest fraction of missing values in one metadata column."
+    ),
+}
 _ALL_SITES = "(all sites)"
 _MISSING_SITE = "(missing)"
-
-
-def wilson_interval(
-    k: np.ndarray | int, n: np.ndarray | int, confidence: float = 0.95
-) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval for a binomial proportion ``k / n``, vectorised.
-
-    Unlike the normal (Wald) interval it stays inside [0, 1] and keeps its coverage for
-    small ``n`` and proportions near 0 or 1 — the usual case for per-site prevalence.
-
-    Parameters
-    ----------
-    k : int or ndarray
-        Number of successes.
-    n : int or ndarray
-        Number of trials (NaN interval where ``n == 0``).
-    confidence : float, default 0.95
-
-    Returns
-    -------
-    (low, high) : tuple of ndarray
-
-    References
-    ----------
-    .. [1] Wilson EB. J Am Stat Assoc 22(158):209-212, 1927.
-
-    Examples
-    --------
-    >>> lo, hi = wilson_interval(5, 10)
-    >>> round(float(lo), 4), round(float(hi), 4)
-    (0.2366, 0.7634)
-    """
-    if not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
-        raise param_error("confidence", "wilson_interval", "a float in (0, 1)", confidence)
-    k = np.asarray(k, dtype=np.float64)
-    n = np.asarray(n, dtype=np.float64)
-    # stdlib quantile (Wichura's AS241, ~1e-16): avoids importing scipy.stats (seconds).
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = k / n
-        denom = 1 + z * z / n
-        centre = (p + z * z / (2 * n)) / denom
-        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-        # k = 0 and k = n give exactly 0 and 1; say so instead of leaving rounding dust.
-        lo = np.where(k == 0, 0.0, np.clip(centre - half, 0.0, 1.0))
-        hi = np.where(k == n, 1.0, np.clip(centre + half, 0.0, 1.0))
-        lo = np.where(n > 0, lo, np.nan)
-        hi = np.where(n > 0, hi, np.nan)
-    return lo, hi
 
 
 def integrity_section(
@@ -250,7 +219,7 @@ def integrity_section(
             )
     else:
         checks.append(
-            Check.skipped(
+            policy.skipped(
                 "integrity.missing_attributes",
                 "Largest fraction of images missing a metadata value",
                 "the data has no patient, site or attribute columns",
@@ -428,7 +397,7 @@ def _patient_overlap(
         desc = "Number of patients present in both the training data and the audited cohort"
         if "patient_id" not in cohort.meta.columns or "patient_id" not in train.meta.columns:
             return (
-                Check.skipped(cid, desc, "no 'patient_id' column in both cohorts"),
+                policy.skipped(cid, desc, "no 'patient_id' column in both cohorts"),
                 empty,
                 0,
             )
@@ -438,14 +407,14 @@ def _patient_overlap(
         what = "'train' split vs other splits"
         meta = cohort.meta
         if "patient_id" not in meta.columns:
-            return Check.skipped(cid, desc, "no 'patient_id' column"), empty, 0
+            return policy.skipped(cid, desc, "no 'patient_id' column"), empty, 0
         if (
             "split" not in meta.columns
             or not (meta["split"] == "train").any()
             or (meta["split"] == "train").all()
         ):
             return (
-                Check.skipped(
+                policy.skipped(
                     cid, desc, "no training data given and no 'train' split beside others"
                 ),
                 empty,
