@@ -412,11 +412,11 @@ def _root_causes(
                 ("performance.sensitivity",),
                 f"Sensitivity at the threshold {op.threshold:.4g} ({op.method}) is "
                 f"{format_value_ci(c.value, c.ci)}"
-                + (f" ({c.description.split('(', 1)[1]}" if "(" in c.description else ".")
+                + (f" ({c.description.split('(', 1)[1]}" if "(" in c.description else "")
                 + (
-                    f" The policy asks for at least {c.threshold:g}."
+                    f"; the policy asks for at least {c.threshold:g}."
                     if c.threshold is not None
-                    else ""
+                    else "."
                 ),
                 c.advice,
             )

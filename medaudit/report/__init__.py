@@ -1,5 +1,6 @@
 """The report: checks, sections, policy, and the HTML + JSON outputs."""
 
+from medaudit.report._format import format_p_value, format_value_ci
 from medaudit.report._html import render_document, render_html
 from medaudit.report._json import (
     SCHEMA_ID,
@@ -11,7 +12,6 @@ from medaudit.report._json import (
     validate_audit_json,
 )
 from medaudit.report._junit import checks_to_junit
-from medaudit.report._format import format_p_value, format_value_ci
 from medaudit.report._model import (
     BLOCKING_SEVERITIES,
     CAUSE_KEYS,

@@ -7,8 +7,8 @@ no cause claims is a finding of its own. A finding's status is ``fail`` when any
 checks failed, else ``inconclusive``; its severity is the most serious among the checks
 that set that status. Findings rank by severity, then status, then evidence (a finding
 whose deciding checks all have a CI straddling the threshold comes after one the data
-support), then by how far the deciding check lies beyond its threshold, relative to
-the threshold.
+support), then by how far beyond its threshold even the favourable end of the deciding
+check's CI lies, relative to the threshold.
 """
 
 from __future__ import annotations
@@ -186,12 +186,26 @@ class ExecutiveSummary:
 
 
 def _excess(check: Check) -> float:
+    """How far beyond its threshold even the favourable end of the check's CI lies.
+
+    Relative to the threshold; the point estimate when there is no usable CI, 0 when the
+    CI straddles the threshold. A gap of a small intersection with a wide CI thus ranks
+    below a gap the data pin down, however large its point estimate.
+    """
     if check.value is None or check.threshold is None:
         return 0.0
-    d = abs(float(check.value) - float(check.threshold))
-    if check.threshold == 0.0:
+    t = float(check.threshold)
+    ref = float(check.value)
+    ev = check.evidence
+    if ev == "straddles":
+        return 0.0
+    if ev == "beyond_threshold" and check.ci is not None:
+        lo, hi = (float(x) for x in check.ci)
+        ref = min((lo, hi), key=lambda b: abs(b - t))
+    d = abs(ref - t)
+    if t == 0.0:
         return math.inf if d > 0 else 0.0
-    return d / abs(float(check.threshold))
+    return d / abs(t)
 
 
 def check_sentence(check: Check, confidence: float) -> str:
