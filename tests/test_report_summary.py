@@ -7,8 +7,7 @@ import math
 import pytest
 
 from medaudit._errors import InvalidParameterError
-from medaudit.report import Check, Report, Section, display_status
-from medaudit.report import RootCause
+from medaudit.report import Check, Report, RootCause, Section, display_status
 from medaudit.report._summary import (
     HEADLINES,
     SKIPPED_NOTE,
