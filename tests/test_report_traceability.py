@@ -63,7 +63,9 @@ def test_a_clear_gap_reaches_p_below_001_after_correction():
     sec = fairness_section(p, sensitive=["sex", "age_group"], policy=FAST, figures=False)
     gap = {c.id: c for c in sec.checks}["fairness.sex.auroc_gap"]
     assert gap.ci is not None and gap.ci[0] > 0.05  # the CI clearly excludes 0
-    m = re.search(r"permutation p (< 0\.001|= [0-9.]+), Holm-adjusted across the primary", gap.reason)
+    m = re.search(
+        r"permutation p (< 0\.001|= [0-9.]+), Holm-adjusted across the primary", gap.reason
+    )
     assert m is not None, gap.reason
     shown = m.group(1)
     assert shown.startswith("<") or float(shown[2:]) < 0.01
@@ -75,7 +77,9 @@ def test_demo_gap_reaches_p_below_001_and_women_come_first(full_demo_run):
     rep = full_demo_run.report
     fair = rep.section("fairness")
     clear = [
-        c for c in fair.checks if c.ci is not None and c.ci[0] > 0.05 and "permutation p" in c.reason
+        c
+        for c in fair.checks
+        if c.ci is not None and c.ci[0] > 0.05 and "permutation p" in c.reason
     ]
     assert clear, "no gap whose CI clearly excludes 0"
     shown = [re.search(r"permutation p (< 0\.001|= [0-9.]+)", c.reason).group(1) for c in clear]
