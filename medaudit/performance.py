@@ -433,16 +433,16 @@ def _root_causes(
                 c.advice,
             )
         )
-    c = by.get("performance.ece")
-    if c is not None and c.value is not None:
+    ece = by.get("performance.ece")
+    if ece is not None and ece.value is not None:
         out.append(
             RootCause(
                 "calibration",
                 "Predicted probabilities do not match observed disease rates",
                 ("performance.ece",),
-                f"Expected calibration error is {format_value_ci(c.value, c.ci)} (the policy "
-                f"asks for at most {c.threshold:g}); see the reliability diagrams.",
-                c.advice,
+                f"Expected calibration error is {format_value_ci(ece.value, ece.ci)} (the "
+                f"policy asks for at most {ece.threshold:g}); see the reliability diagrams.",
+                ece.advice,
             )
         )
     gap = by.get("performance.site_auroc_gap")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from medaudit.fairness._section import CHECK_KINDS, PEARSON_THRESHOLD, fairness_section
+from medaudit.fairness._continuous import PEARSON_THRESHOLD
+from medaudit.fairness._section import CHECK_KINDS, fairness_section
 from medaudit.operating_point import operating_point_from_policy
 from medaudit.registry import AuditContext, AuditSpec, register_audit
 from medaudit.report import Section, Setting, Threshold

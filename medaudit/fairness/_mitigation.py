@@ -258,20 +258,20 @@ def mitigation_comparison(
     pid = predictions.meta["patient_id"].to_numpy() if "patient_id" in predictions.meta else None
     W = bootstrap_counts(y.astype(int), n_boot=n_boot, random_state=random_state, clusters=pid)
     groups = [*sorted(set(g.tolist())), "(all)"]
-    rows, suggestion = [], []
-    base = {}
+    rows: list[dict[str, Any]] = []
+    suggestion = []
+    current = next(iter(options))
     for name, pred in options.items():
         for grp in groups:
             m = np.ones(len(y), bool) if grp == "(all)" else g == grp
-            r = {"strategy": name, "group": grp, "n": int(m.sum())}
+            r: dict[str, Any] = {"strategy": name, "group": grp, "n": int(m.sum())}
             r.update(_rates(W, y, pred, m, confidence))
-            if name not in base:
-                base.setdefault("_first", name)
             rows.append(r)
     alt = pd.DataFrame(rows)
-    first = alt[alt["strategy"] == base["_first"]].set_index("group")["tpr"]
+    first = alt[alt["strategy"] == current].set_index("group")["tpr"]
+    # Levelling down: an option that lowers a group's sensitivity below the current one.
     alt["levelling_down"] = [
-        bool(r.strategy != base["_first"] and r.group != "(all)" and r.tpr < first[r.group] - 1e-12)
+        bool(r.strategy != current and r.group != "(all)" and r.tpr < first[r.group] - 1e-12)
         for r in alt.itertuples()
     ]
     names = list(options)

@@ -19,7 +19,6 @@ import json
 import math
 import re
 import shlex
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -40,7 +39,9 @@ from medaudit.report._format import (
 from medaudit.report._glossary import GLOSSARY, column_label, gloss
 from medaudit.report._json import dumps, report_from_dict, report_to_dict, validate_audit_json
 from medaudit.report._model import Report, display_status
+from medaudit.report._provenance import header_facts, not_run_audits, policy_tables
 from medaudit.report._summary import ExecutiveSummary, _confidence_from_meta, build_summary
+from medaudit.report._svg import _svg_problem
 
 __all__ = [
     "IDENTIFIER_COLUMNS",
@@ -374,8 +375,8 @@ def _table_view(name: str, records: list[dict[str, Any]], columns: list[str], ct
                 cell.num = cell.num or (v is None and c in numeric_cols)
                 row.append(cell)
         rows.append(row)
-    nums = [r.get(c) for r in records for c in cols if c in numeric_cols and _is_num(r.get(c))]
-    all_zero = bool(records) and bool(nums) and all(float(v) == 0.0 for v in nums)
+    nums = [float(r[c]) for r in records for c in cols if c in numeric_cols and _is_num(r.get(c))]
+    all_zero = bool(records) and bool(nums) and all(v == 0.0 for v in nums)
     parts = _print_parts(len(headers))
     return _Table(
         name=ctx.text(name),
@@ -397,100 +398,6 @@ def _print_parts(n_cols: int) -> list[list[int]]:
     rest = list(range(1, n_cols))
     step = PRINT_COLUMNS - 1
     return [[0, *rest[i : i + step]] for i in range(0, len(rest), step)]
-
-
-_SVG_NS = "http://www.w3.org/2000/svg"
-# The elements matplotlib's SVG backend writes; anything else is refused. None of them
-# makes the browser's HTML parser leave SVG content, and none runs code.
-_SVG_ELEMENTS = frozenset(
-    {
-        "svg", "g", "defs", "style", "path", "use", "clippath", "rect", "circle", "ellipse",
-        "line", "polyline", "polygon", "text", "tspan", "image", "metadata", "title", "desc",
-        "symbol", "lineargradient", "radialgradient", "stop", "pattern", "mask", "marker", "a",
-        "filter", "fecolormatrix", "fecomposite", "feflood", "feblend", "feoffset",
-        "fegaussianblur", "femerge", "femergenode",
-    }
-)  # fmt: skip
-# RDF / Dublin Core / Creative Commons elements, allowed inside <metadata> only.
-_METADATA_NS = frozenset(
-    {
-        "http://www.w3.org/1999/02/22-rdf-syntax-ns#",
-        "http://purl.org/dc/elements/1.1/",
-        "http://creativecommons.org/ns#",
-    }
-)
-# HTML parses the content of these as HTML: they may hold text only.
-_HTML_INTEGRATION_POINTS = frozenset({"title", "desc"})
-_EXTERNAL_URL_RE = re.compile(r"url\(\s*['\"]?\s*(?!#)", re.IGNORECASE)
-_SAFE_HREF_RE = re.compile(r"^\s*(#|data:image/(png|jpeg);base64,)", re.IGNORECASE)
-_JS_URL_RE = re.compile(r"j\s*a\s*v\s*a\s*s\s*c\s*r\s*i\s*p\s*t\s*:", re.IGNORECASE)
-
-
-def _split(name: str) -> tuple[str, str]:
-    if name.startswith("{"):
-        ns, local = name[1:].split("}", 1)
-        return ns, local.lower()
-    return "", name.lower()
-
-
-def _element_problem(el: ET.Element, in_metadata: bool) -> str | None:
-    ns, tag = _split(el.tag)
-    if in_metadata and ns in _METADATA_NS:
-        pass
-    elif ns != _SVG_NS or tag not in _SVG_ELEMENTS:
-        return f"it contains a <{tag}> element"
-    if tag in _HTML_INTEGRATION_POINTS and ns == _SVG_NS and len(el):
-        return f"its <{tag}> holds elements"
-    if tag == "style" and el.text and ("@import" in el.text or _EXTERNAL_URL_RE.search(el.text)):
-        return "its stylesheet loads an external resource"
-    for attr, value in el.attrib.items():
-        a = _split(attr)[1]
-        if a.startswith("on"):
-            return f"it has an event-handler attribute {a!r}"
-        if a in {"href", "src"} and not _SAFE_HREF_RE.match(value):
-            return f"it references {value[:40]!r}"
-        if _EXTERNAL_URL_RE.search(value) or _JS_URL_RE.search(value):
-            return "it references an external resource"
-    return None
-
-
-@lru_cache(maxsize=64)
-def _svg_problem(svg: str) -> str | None:
-    """Why ``svg`` is not safe to inline (None when it is).
-
-    Figures are matplotlib's own SVG output, but an ``audit.json`` may come from
-    anywhere. The SVG must be well-formed XML made of the elements matplotlib writes, with
-    no event handler, no external or ``javascript:`` reference, and none of the constructs
-    that the HTML parser reads differently from an XML parser (CDATA, processing
-    instructions, DOCTYPE, comments opening with ``>``).
-    """
-    upper = svg.upper()
-    if "<!DOCTYPE" in upper or "<!ENTITY" in upper:
-        return "it declares a DOCTYPE or entities"
-    if "<![CDATA[" in upper:
-        return "it contains a CDATA section"
-    try:
-        parser = ET.XMLParser(target=ET.TreeBuilder(insert_comments=True, insert_pis=True))
-        root = ET.fromstring(svg, parser=parser)
-    except ET.ParseError as exc:
-        return f"it is not well-formed SVG ({exc})"
-    if _split(root.tag) != (_SVG_NS, "svg"):
-        return f"its root element <{_split(root.tag)[1]}> is not an <svg> in the SVG namespace"
-    stack: list[tuple[ET.Element, bool]] = [(root, False)]
-    while stack:
-        el, in_metadata = stack.pop()
-        if el.tag is ET.ProcessingInstruction:
-            return "it contains a processing instruction"
-        if el.tag is ET.Comment:
-            if (el.text or "").startswith((">", "->")):
-                return "it contains a malformed comment"
-            continue
-        why = _element_problem(el, in_metadata)
-        if why is not None:
-            return why
-        inside = in_metadata or _split(el.tag) == (_SVG_NS, "metadata")
-        stack.extend((child, inside) for child in el)
-    return None
 
 
 def _figure_view(section: str, name: str, fig: Mapping[str, Any], ctx: _Context) -> _FigureView:
@@ -638,90 +545,6 @@ def _finding_view(f: Any, ctx: _Context, anchors: Mapping[str, str]) -> dict[str
     }
 
 
-def _short(h: Any, n: int = 12) -> str:
-    return str(h)[:n] if isinstance(h, str) and h else "unknown"
-
-
-def _facts(meta: Mapping[str, Any], verdict: str, ctx: _Context) -> list[tuple[str, str, str]]:
-    """The traceability header: (field, label, text) for date, model, data, policy, version."""
-    model = meta.get("model") if isinstance(meta.get("model"), Mapping) else {}
-    cohort = meta.get("cohort") if isinstance(meta.get("cohort"), Mapping) else {}
-    versions = meta.get("versions") if isinstance(meta.get("versions"), Mapping) else {}
-    assert isinstance(model, Mapping) and isinstance(cohort, Mapping)
-    assert isinstance(versions, Mapping)
-    arch = model.get("arch") or "unknown architecture"
-    ckpt = model.get("checkpoint")
-    model_txt = f"{arch}" + (f" ({ckpt})" if ckpt else "")
-    model_txt += f", sha256 {_short(meta.get('model_hash'))}"
-    n_img, n_pat = cohort.get("n_images"), cohort.get("n_patients")
-    counts = ", ".join(
-        x
-        for x in (
-            f"{n_img:,} images" if isinstance(n_img, int) else "",
-            f"{n_pat:,} patients" if isinstance(n_pat, int) else "",
-        )
-        if x
-    )
-    data_txt = f"{cohort.get('name') or meta.get('data') or 'unnamed data'}"
-    data_txt += f", sha256 {_short(meta.get('data_hash'))}" + (f"; {counts}" if counts else "")
-    policy = meta.get("policy")
-    source = policy.get("source") if isinstance(policy, Mapping) else policy
-    policy_txt = f"{source or 'unknown'}, sha256 {_short(meta.get('policy_sha256'))}"
-    verdicts = {"fail": "FAIL", "warn": "PASS WITH WARNINGS", "pass": "PASS",
-                "skipped": "INCOMPLETE", "empty": "NO CHECKS"}  # fmt: skip
-    facts = [
-        ("created", "Date (UTC)", str(meta.get("created") or "not recorded")),
-        ("model", "Model", model_txt),
-        ("data", "Data", data_txt),
-        ("policy", "Policy", policy_txt),
-        ("medaudit", "medaudit", str(versions.get("medaudit") or "unknown version")),
-        ("verdict", "Verdict", verdicts[verdict]),
-    ]
-    return [(k, lab, ctx.text(v)) for k, lab, v in facts]
-
-
-def _policy_tables(meta: Mapping[str, Any], ctx: _Context) -> dict[str, list[tuple[str, str]]]:
-    """The full policy from ``meta["policy_toml"]``: settings, then every check's threshold."""
-    text = meta.get("policy_toml")
-    if not isinstance(text, str) or not text:
-        return {}
-    from medaudit.report._policy import tomllib
-
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError:
-        return {}
-    settings: list[tuple[str, str]] = []
-    for k, v in doc.get("settings", {}).items():
-        if isinstance(v, Mapping):
-            settings += [(f"{k}.{k2}", _scalar(v2)) for k2, v2 in v.items()]
-        else:
-            settings.append((k, _scalar(v)))
-    checks = [
-        (cid, f"{format_threshold(t.get('op'), t.get('threshold'))} · {t.get('severity', '')}")
-        for cid, t in doc.get("checks", {}).items()
-        if isinstance(t, Mapping)
-    ]
-    return {
-        "Settings": [(ctx.text(a), ctx.text(b)) for a, b in settings],
-        "Checks: threshold and severity": [(ctx.text(a), ctx.text(b)) for a, b in checks],
-    }
-
-
-def _not_run(meta: Mapping[str, Any], ctx: _Context) -> list[dict[str, str]]:
-    out = []
-    for r in meta.get("audits_not_run") or []:
-        if isinstance(r, Mapping):
-            out.append(
-                {
-                    "audit": ctx.text(r.get("audit", "")),
-                    "title": ctx.text(r.get("title", "")),
-                    "reason": ctx.text(r.get("reason", "")),
-                }
-            )
-    return out
-
-
 _NOT_IN_REPRO = ("model_card", "title", "policy_toml", "audits_not_run")
 
 
@@ -772,17 +595,20 @@ def render_document(doc: Mapping[str, Any], *, include_identifiers: bool = False
         .get_template("report.html.j2")
         .render(
             title=ctx.text(meta.get("title") or "medaudit audit report"),
-            facts=_facts(meta, summary.verdict, ctx),
+            facts=[(k, lab, ctx.text(v)) for k, lab, v in header_facts(meta, summary.verdict)],
             summary=summary,
             findings=findings,
             n_shown=FINDINGS_SHOWN,
             headline=summary.headline,
             skipped_note=summary.skipped_note,
             sections=sections,
-            not_run=_not_run(meta, ctx),
+            not_run=[{k: ctx.text(v) for k, v in r.items()} for r in not_run_audits(meta)],
             model_card=model_card,
             repro=repro,
-            policy_tables=_policy_tables(meta, ctx),
+            policy_tables={
+                name: [(ctx.text(a), ctx.text(b)) for a, b in rows]
+                for name, rows in policy_tables(meta).items()
+            },
             glossary=sorted(GLOSSARY.items(), key=lambda kv: kv[0].lower()),
             status_explained=STATUS_EXPLAINED,
             severity_explained=SEVERITY_EXPLAINED,
