@@ -169,12 +169,16 @@ def _group_root_cause(
     who = f"{attr.replace('&', ' × ')} = {group}"
     if suffixes & {*SENSITIVITY_CHECKS, "equalized_odds_difference"}:
         title = f"The model misses disease more often in patients with {who}"
+        lead_kinds: tuple[str, ...] = (*SENSITIVITY_CHECKS, "equalized_odds_difference")
     elif suffixes & {"auroc_gap", "worst_group_auroc"}:
         title = f"The model separates disease less well in patients with {who}"
+        lead_kinds = ("auroc_gap", "worst_group_auroc")
     elif "demographic_parity_difference" in suffixes:
         title = f"Patients with {who} are flagged at a different rate"
+        lead_kinds = ("demographic_parity_difference",)
     else:
         title = f"Patients with {who} are served worse"
+        lead_kinds = tuple(suffixes)
     parts = []
     best_tpr = _best(gm, attr, "true_positive_rate", cls_arg)
     best_auc = _best(gm, attr, "auroc", cls_arg)
@@ -206,7 +210,16 @@ def _group_root_cause(
             f"sensitivity {_rate(gm, inter, cell, 'true_positive_rate', cls_arg)}, AUROC "
             f"{_rate(gm, inter, cell, 'auroc', cls_arg)}."
         )
-    advice = next((c.advice for c in cause.checks if c.status in _OPEN and c.advice), "")
+    # The advice of the kind of check the title is about (the FNR gap's for missed disease).
+    advice = next(
+        (
+            c.advice
+            for kind in lead_kinds
+            for c in cause.checks
+            if info[c.id].suffix == kind and c.status in _OPEN and c.advice
+        ),
+        "",
+    )
     return RootCause(cause.key, title, tuple(c.id for c in cause.checks), " ".join(parts), advice)
 
 
