@@ -1,5 +1,24 @@
 """Ownership watermarks (embed, verify, removal attacks) and data protection."""
 
+from medaudit.watermark._attacks import (
+    AttackData,
+    RemovalAttack,
+    RobustnessResult,
+    assess_robustness,
+    get_removal_attack,
+    list_removal_attacks,
+    prune_weights,
+    quantise_weights,
+    register_removal_attack,
+)
+from medaudit.watermark._embed import (
+    DEFAULT_TRIGGERS,
+    METHODS,
+    MSG_HARMLESS_NEEDS_FINISHED,
+    EmbeddedWatermark,
+    embed_watermark,
+    watermark_hooks,
+)
 from medaudit.watermark._key import (
     KEY_SCHEMA,
     KINDS,
@@ -9,6 +28,14 @@ from medaudit.watermark._key import (
     make_triggers,
     save_key,
 )
+from medaudit.watermark._protect import (
+    ProtectedImages,
+    ProtectionEvidence,
+    protect_images,
+    protection_evidence,
+    write_protected,
+)
+from medaudit.watermark._quality import psnr, ssim
 from medaudit.watermark._query import ModelScorer, as_scorer
 from medaudit.watermark._stats import binomial_sf, null_model_rate, queries_needed
 from medaudit.watermark._utility import UtilityChange, utility_change
@@ -22,24 +49,46 @@ from medaudit.watermark._verify import (
 )
 
 __all__ = [
+    "DEFAULT_TRIGGERS",
     "KEY_SCHEMA",
     "KINDS",
+    "METHODS",
     "MSG_CLASSES",
+    "MSG_HARMLESS_NEEDS_FINISHED",
     "MSG_TOO_FEW_QUERIES",
+    "AttackData",
+    "EmbeddedWatermark",
     "ModelScorer",
+    "ProtectedImages",
+    "ProtectionEvidence",
+    "RemovalAttack",
+    "RobustnessResult",
     "TriggerSet",
     "UtilityChange",
     "WatermarkKey",
     "WatermarkVerification",
     "as_scorer",
+    "assess_robustness",
     "binomial_sf",
+    "embed_watermark",
+    "get_removal_attack",
+    "list_removal_attacks",
     "load_key",
     "make_triggers",
     "null_model_rate",
     "pair_wins",
+    "protect_images",
+    "protection_evidence",
+    "prune_weights",
+    "psnr",
+    "quantise_weights",
     "queries_needed",
+    "register_removal_attack",
     "save_key",
+    "ssim",
     "trigger_matches",
     "utility_change",
     "verify_watermark",
+    "watermark_hooks",
+    "write_protected",
 ]
