@@ -11,6 +11,7 @@ from medaudit.watermark._attacks import (
     quantise_weights,
     register_removal_attack,
 )
+from medaudit.watermark._audit import SPEC, audit
 from medaudit.watermark._embed import (
     DEFAULT_TRIGGERS,
     METHODS,
@@ -37,6 +38,12 @@ from medaudit.watermark._protect import (
 )
 from medaudit.watermark._quality import psnr, ssim
 from medaudit.watermark._query import ModelScorer, as_scorer
+from medaudit.watermark._section import (
+    CHECKS,
+    protection_section,
+    robustness_section,
+    watermark_section,
+)
 from medaudit.watermark._stats import binomial_sf, null_model_rate, queries_needed
 from medaudit.watermark._utility import UtilityChange, utility_change
 from medaudit.watermark._verify import (
@@ -49,6 +56,7 @@ from medaudit.watermark._verify import (
 )
 
 __all__ = [
+    "CHECKS",
     "DEFAULT_TRIGGERS",
     "KEY_SCHEMA",
     "KINDS",
@@ -56,6 +64,7 @@ __all__ = [
     "MSG_CLASSES",
     "MSG_HARMLESS_NEEDS_FINISHED",
     "MSG_TOO_FEW_QUERIES",
+    "SPEC",
     "AttackData",
     "EmbeddedWatermark",
     "ModelScorer",
@@ -69,6 +78,7 @@ __all__ = [
     "WatermarkVerification",
     "as_scorer",
     "assess_robustness",
+    "audit",
     "binomial_sf",
     "embed_watermark",
     "get_removal_attack",
@@ -79,16 +89,19 @@ __all__ = [
     "pair_wins",
     "protect_images",
     "protection_evidence",
+    "protection_section",
     "prune_weights",
     "psnr",
     "quantise_weights",
     "queries_needed",
     "register_removal_attack",
+    "robustness_section",
     "save_key",
     "ssim",
     "trigger_matches",
     "utility_change",
     "verify_watermark",
     "watermark_hooks",
+    "watermark_section",
     "write_protected",
 ]
