@@ -214,14 +214,13 @@ def robustness_section(result: RobustnessResult, *, policy: Policy) -> Section:
         cid = f"watermark.robust.{row.attack}"
         desc = f"Watermark still verified after the {row.attack} attack"
         if row.settings_counted == 0:
-            checks.append(
-                policy.skipped(
-                    cid,
-                    desc,
-                    "every setting cost more than "
-                    f"{100 * result.max_accuracy_drop:.0f} points of accuracy, so none counts",
-                )
+            why = (
+                "the marked model itself was not verified, so there was nothing to remove"
+                if result.marked_p_value > result.false_claim_rate
+                else f"every setting cost more than {100 * result.max_accuracy_drop:.0f} "
+                "points of accuracy, so none counts"
             )
+            checks.append(policy.skipped(cid, desc, why))
             continue
         checks.append(
             policy.judge(
@@ -234,12 +233,17 @@ def robustness_section(result: RobustnessResult, *, policy: Policy) -> Section:
         )
     robust = result.summary.loc[result.summary["robust"], "attack"].tolist()
     fragile = result.summary.loc[~result.summary["robust"], "attack"].tolist()
-    summary = (
-        f"The {result.kind} watermark survived {', '.join(robust) or 'no attack'}"
-        + (f"; it did not survive {', '.join(fragile)}" if fragile else "")
-        + f" (marked model: p = {_p(result.marked_p_value)}, test accuracy "
-        f"{result.marked_accuracy:.3f})."
+    marked = (
+        f"marked model: p = {_p(result.marked_p_value)}, test accuracy {result.marked_accuracy:.3f}"
     )
+    if result.marked_p_value > result.false_claim_rate:
+        summary = f"The {result.kind} watermark was not verified before any attack ({marked})."
+    else:
+        summary = (
+            f"The {result.kind} watermark survived {', '.join(robust) or 'no attack'}"
+            + (f"; it did not survive {', '.join(fragile)}" if fragile else "")
+            + f" ({marked})."
+        )
     return Section(
         name=f"watermark_robustness_{result.kind}",
         title=f"Robustness of the {result.kind} watermark to removal attacks",
