@@ -118,6 +118,8 @@ def protect_images(
     pgd_steps: int = 10,
     warmup_steps: int = 30,
     stop_accuracy: float | None = 0.99,
+    mode: str = "sample",
+    patch: int = 1,
     arch: str = "small_cnn",
     batch_size: int = 64,
     seed: int = 0,
@@ -145,6 +147,14 @@ def protect_images(
     stop_accuracy : float or None, default 0.99
         Stop once the noise model fits the protected images this well (None: run every
         round).
+    mode : {"sample", "class"}, default "sample"
+        ``"sample"``: one perturbation per image; ``"class"``: one pattern per class,
+        each image showing it on its own significant pixels (Huang et al.'s class-wise
+        noise, a stronger shortcut).
+    patch : int, default 1
+        Side of the square regions the significant pixels are chosen in: 1 picks single
+        pixels; larger values pick whole ``patch x patch`` regions ranked by their mean
+        significance (local masking).
     arch : str, default "small_cnn"
         The noise model.
     batch_size, seed : int
@@ -177,7 +187,9 @@ def protect_images(
 
     from medaudit.models import build_model, compute_normalization
 
-    _validate(cohort, epsilon, density, rounds, train_steps, pgd_steps, warmup_steps, stop_accuracy)
+    _validate(
+        cohort, epsilon, density, rounds, train_steps, pgd_steps, warmup_steps, stop_accuracy, mode
+    )
     x = torch.from_numpy(cohort.load_all()).double()
     x8 = torch.round(x * 255.0)
     x = (x8 / 255.0).float()  # work on the 8-bit grid the images are written on
@@ -188,12 +200,18 @@ def protect_images(
         arch, in_channels=x.shape[1], num_classes=cohort.num_classes, random_state=seed
     )
     _fit(model, x, y, cohort, warmup_steps, batch_size, seed, mean, std)
-    mask = _significant_pixels(model, x, y, norm, density, batch_size)
+    mask = _significant_pixels(model, x, y, norm, density, batch_size, patch)
     delta = torch.zeros_like(x)
+    patterns = torch.zeros((cohort.num_classes, *x.shape[1:]), dtype=x.dtype)
     acc, done = 0.0, 0
     for r in range(rounds):
         _fit(model, x + delta, y, cohort, train_steps, batch_size, seed + 1 + r, mean, std)
-        delta = _minimise(model, x, y, delta, mask, norm, epsilon, pgd_steps, batch_size)
+        if mode == "class":
+            patterns = _minimise_patterns(model, x, y, patterns, mask, norm, epsilon,
+                                          pgd_steps, batch_size)  # fmt: skip
+            delta = (x + patterns[y] * mask).clamp(0, 1) - x
+        else:
+            delta = _minimise(model, x, y, delta, mask, norm, epsilon, pgd_steps, batch_size)
         done = r + 1
         acc = _accuracy(model, x + delta, y, norm, batch_size)
         if stop_accuracy is not None and acc >= stop_accuracy:
@@ -274,21 +292,33 @@ def _significant_pixels(
     norm: tuple[torch.Tensor, torch.Tensor],
     density: float,
     batch_size: int,
+    patch: int = 1,
 ) -> torch.Tensor:
-    """Per image, the ``density`` share of pixels with the largest |d loss / d pixel|."""
+    """Per image, the ``density`` share of pixels with the largest |d loss / d pixel|.
+
+    With ``patch > 1`` whole ``patch x patch`` regions (on a grid) are ranked by their
+    mean significance and the top ones taken.
+    """
     import torch
 
     model.eval()
     n, _, h, w = x.shape
-    k = max(1, int(round(density * h * w)))
+    gh, gw = -(-h // patch), -(-w // patch)
+    k = max(1, int(round(density * h * w / patch**2)))
     mask = torch.zeros((n, 1, h, w), dtype=torch.bool)
     for s in range(0, n, batch_size):
         g = _loss_grad(model, x[s : s + batch_size], y[s : s + batch_size], norm)
-        sal = g.abs().sum(dim=1).flatten(1)
-        top = sal.topk(k, dim=1).indices
+        sal = g.abs().sum(dim=1, keepdim=True)
+        if patch > 1:
+            sal = torch.nn.functional.avg_pool2d(sal, patch, ceil_mode=True)
+        sal = sal.flatten(1)
+        top = sal.topk(min(k, sal.shape[1]), dim=1).indices
         flat = torch.zeros_like(sal, dtype=torch.bool)
         flat.scatter_(1, top, True)
-        mask[s : s + batch_size] = flat.view(-1, 1, h, w)
+        cells = flat.view(-1, 1, gh, gw)
+        if patch > 1:
+            cells = cells.repeat_interleave(patch, 2).repeat_interleave(patch, 3)
+        mask[s : s + batch_size] = cells[..., :h, :w]
     return mask
 
 
@@ -317,6 +347,35 @@ def _minimise(
             d = (x[sl] + d).clamp(0, 1) - x[sl]
         delta[sl] = d
     return delta
+
+
+def _minimise_patterns(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    patterns: torch.Tensor,
+    mask: torch.Tensor,
+    norm: tuple[torch.Tensor, torch.Tensor],
+    epsilon: float,
+    steps: int,
+    batch_size: int,
+) -> torch.Tensor:
+    """Class-wise: sign-gradient descent of the summed loss of each class over its pattern."""
+    import torch
+
+    model.eval()
+    m = mask.to(x.dtype)
+    p = patterns.clone()
+    alpha = epsilon / 4
+    for _ in range(steps):
+        grad = torch.zeros_like(p)
+        for s in range(0, len(x), batch_size):
+            sl = slice(s, s + batch_size)
+            d = (x[sl] + p[y[sl]] * m[sl]).clamp(0, 1) - x[sl]
+            g = _loss_grad(model, x[sl] + d, y[sl], norm) * m[sl]
+            grad.index_add_(0, y[sl], g)
+        p = (p - alpha * grad.sign()).clamp(-epsilon, epsilon)
+    return p
 
 
 def _accuracy(
@@ -351,7 +410,9 @@ def _validate(cohort: Any, epsilon: Any, density: Any, *ints_and_acc: Any) -> No
         raise param_error("epsilon", func, "a float in (0, 1)", epsilon)
     if not isinstance(density, (int, float)) or not 0 < density <= 1:
         raise param_error("density", func, "a float in (0, 1]", density)
-    rounds, train_steps, pgd_steps, warmup_steps, stop_accuracy = ints_and_acc
+    rounds, train_steps, pgd_steps, warmup_steps, stop_accuracy, mode = ints_and_acc
+    if mode not in ("sample", "class"):
+        raise param_error("mode", func, "'sample' or 'class'", mode)
     for name, v in (
         ("rounds", rounds),
         ("train_steps", train_steps),
