@@ -64,7 +64,7 @@ def test_train_dp_writes_the_ledger_under_the_privacy_key(dp_checkpoint):
         accountant="prv",
     )
     loaded = load_checkpoint(dp_checkpoint)
-    assert loaded.arch == "small_cnn_gn" and loaded.privacy == raw
+    assert loaded.arch == "small_cnn_dp" and loaded.privacy == raw
 
 
 @pytest.mark.slow
@@ -265,4 +265,4 @@ def test_a_batchnorm_architecture_lists_every_layer_and_the_fix(synth_dir, tmp_p
     )
     err = _one_line_error(capsys)
     assert err.startswith("The model has 4 layer(s) that DP-SGD cannot train: body.1 (BatchN")
-    assert "body.13 (BatchNorm2d)" in err and err.endswith("such as --arch small_cnn_gn.")
+    assert "body.13 (BatchNorm2d)" in err and err.endswith("such as --arch small_cnn_dp.")

@@ -92,7 +92,7 @@ def train(
     arch: Annotated[
         str | None,
         typer.Option(
-            help="Architecture from the zoo [default: small_cnn; with --dp: small_cnn_gn]"
+            help="Architecture from the zoo [default: small_cnn; with --dp: small_cnn_dp]"
         ),
     ] = None,
     epochs: Annotated[
@@ -122,7 +122,7 @@ def train(
     res = train_checkpoint(
         data,
         out,
-        arch=arch or ("small_cnn_gn" if dp else "small_cnn"),
+        arch=arch or ("small_cnn_dp" if dp else "small_cnn"),
         dp=privacy,
         epochs=epochs,
         batch_size=batch_size,

@@ -89,7 +89,7 @@ MSG_INPLACE = (
     "The model's forward pass changes a layer's output in place (e.g. `out += identity` "
     "in torchvision's ResNet blocks), which Opacus's per-sample gradient hooks cannot "
     "follow. Write such operations out of place (out = out + identity), or use a model "
-    "without them such as small_cnn_gn."
+    "without them such as small_cnn_dp."
 )
 MSG_HOOK_CONFLICT = (
     "hooks.{name} is already set; DP training uses its own {name} hook. Combine other "

@@ -26,7 +26,7 @@ MSG_INCOMPATIBLE = "The model has {n} layer(s) that DP-SGD cannot train: {layers
 FIX_HINT = (
     "Pass fix=True to make_private to replace them (BatchNorm becomes GroupNorm), or build "
     "the model with GroupNorm; on the command line choose a GroupNorm architecture such as "
-    "--arch small_cnn_gn."
+    "--arch small_cnn_dp."
 )
 NO_FIX_HINT = "Replace these layers by hand: medaudit cannot swap them for you."
 MSG_BATCHNORM = (
