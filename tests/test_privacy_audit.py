@@ -13,7 +13,7 @@ from medaudit.models import build_model, load_checkpoint, save_checkpoint
 from medaudit.pipeline import run_audits
 from medaudit.privacy import PrivacyLedger, compute_epsilon
 from medaudit.privacy._audit import NO_LEDGER_REASON, NO_LEDGER_SUMMARY
-from medaudit.privacy._engine import MSG_BUDGET_ARGS, MSG_DELTA, MSG_EPSILON
+from medaudit.privacy._inputs import MSG_BUDGET_ARGS, MSG_DELTA, MSG_EPSILON
 from medaudit.report import Policy
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -31,17 +31,19 @@ from medaudit.privacy import (
     train_private,
 )
 from medaudit.privacy._engine import (
+    MSG_HOOK_CONFLICT,
+    MSG_INPLACE,
+    MSG_OTHER_MODEL,
+    MSG_TORCH_HOOK_WARNING,
+)
+from medaudit.privacy._inputs import (
     MSG_BUDGET_ARGS,
     MSG_DELTA,
     MSG_EMPTY,
     MSG_EPSILON,
-    MSG_HOOK_CONFLICT,
-    MSG_INPLACE,
     MSG_LOADER_SAMPLER,
     MSG_NOT_POISSON,
     MSG_OPTIMIZER_PARAMS,
-    MSG_OTHER_MODEL,
-    MSG_TORCH_HOOK_WARNING,
     MSG_WEIGHTED_SAMPLER,
 )
 from medaudit.privacy._validate import (

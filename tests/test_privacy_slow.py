@@ -33,20 +33,32 @@ def test_dp_at_epsilon_8_is_within_0_1_auroc_of_the_same_recipe_without_dp():
     pretrained without DP on other hospitals, as DP imaging work does, they do.
     """
     demo = DemoSettings()
-    public = generate_hospitals(n_sites=2, patients_per_site=260, image_size=32, seed=101,
-                                heldout_site=None)
+    public = generate_hospitals(
+        n_sites=2, patients_per_site=260, image_size=32, seed=101, heldout_site=None
+    )
     start = build_model("small_cnn_dp", random_state=0)
     train_model(start, public, None, epochs=5, lr=3e-3, seed=0)
     cohort = generate_hospitals(
-        n_sites=demo.n_sites, patients_per_site=demo.patients_per_site, image_size=32,
-        shortcut_strength=demo.shortcut_strength, hard_subgroup=demo.hard_subgroup,
-        hard_contrast_factor=demo.hard_contrast_factor, seed=0,
+        n_sites=demo.n_sites,
+        patients_per_site=demo.patients_per_site,
+        image_size=32,
+        shortcut_strength=demo.shortcut_strength,
+        hard_subgroup=demo.hard_subgroup,
+        hard_contrast_factor=demo.hard_contrast_factor,
+        seed=0,
     )
     train, val, test = (cohort.split(n) for n in ("train", "val", "test"))
-    kw = dict(epochs=5, lr=3e-3, patience=None, seed=0)
+    kw = {"epochs": 5, "lr": 3e-3, "patience": None, "seed": 0}
     plain = train_model(copy.deepcopy(start), train, val, batch_size=64, **kw).model
-    private = train_private(copy.deepcopy(start), train, val, target_epsilon=8.0,
-                            target_delta=1e-5, batch_size=256, **kw)
+    private = train_private(
+        copy.deepcopy(start),
+        train,
+        val,
+        target_epsilon=8.0,
+        target_delta=1e-5,
+        batch_size=256,
+        **kw,
+    )
     a_public, a_plain, a_dp = (_test_auroc(m, test) for m in (start, plain, private.model))
     assert 7.2 <= private.ledger.epsilon <= 8.0
     assert a_dp > a_public + 0.02  # the private training itself improved the model
@@ -59,8 +71,12 @@ def test_dp_tradeoff_experiment_smoke_run(tmp_path):
     )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    results = mod.run(mod.Settings.smoke(), out_dir=tmp_path / "out",
-                      report_dir=tmp_path / "report", progress=False)
+    results = mod.run(
+        mod.Settings.smoke(),
+        out_dir=tmp_path / "out",
+        report_dir=tmp_path / "report",
+        progress=False,
+    )
     assert len(results) == 4 and set(results["start"]) == {"pretrained", "scratch"}
     dp = results[np.isfinite(results["target_epsilon"])]
     assert (dp["epsilon"] <= dp["target_epsilon"]).all()
