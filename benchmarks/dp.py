@@ -106,7 +106,7 @@ def main() -> None:
     train = cohort.split("train")
     mean, std = compute_normalization(train)
     x = (torch.from_numpy(train.load_all()) - mean[0]) / std[0]
-    y = torch.from_numpy(np.asarray(train.labels, dtype=np.int64))
+    y = torch.tensor(np.asarray(train.labels), dtype=torch.int64)
     print(
         f"small_cnn_gn, {len(train)} training images of {args.size}x{args.size}, "
         f"1 thread, best of {args.repeats}"
