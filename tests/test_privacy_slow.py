@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,19 +25,13 @@ def _test_auroc(model, test):
     return auroc(np.asarray(test.labels) == 1, predict(model, test, image_size=32).scores[:, 1])
 
 
-def test_dp_at_epsilon_8_is_within_0_1_auroc_of_the_same_recipe_without_dp():
-    """The demo's hospitals at 32x32; small_cnn_dp pretrained on 'public' hospitals first.
+def test_dp_at_epsilon_8_is_within_0_1_auroc_of_the_same_budget_without_dp():
+    """The demo's hospitals at 32x32, small_cnn_dp from random weights, 5 epochs each.
 
-    From random weights, 5 epochs of DP-SGD on ~1,650 images do not learn the lesions at
-    any epsilon tried (experiments/dp_tradeoff, 'scratch'); starting from weights
-    pretrained without DP on other hospitals, as DP imaging work does, they do.
+    The experiments/dp_tradeoff 'scratch' arm, seed 0 (measured there: DP 0.814, without
+    DP 0.808). Both are short runs: the comparison is at an equal, small training budget.
     """
     demo = DemoSettings()
-    public = generate_hospitals(
-        n_sites=2, patients_per_site=260, image_size=32, seed=101, heldout_site=None
-    )
-    start = build_model("small_cnn_dp", random_state=0)
-    train_model(start, public, None, epochs=5, lr=3e-3, seed=0)
     cohort = generate_hospitals(
         n_sites=demo.n_sites,
         patients_per_site=demo.patients_per_site,
@@ -49,9 +43,11 @@ def test_dp_at_epsilon_8_is_within_0_1_auroc_of_the_same_recipe_without_dp():
     )
     train, val, test = (cohort.split(n) for n in ("train", "val", "test"))
     kw = {"epochs": 5, "lr": 3e-3, "patience": None, "seed": 0}
-    plain = train_model(copy.deepcopy(start), train, val, batch_size=64, **kw).model
+    plain = train_model(
+        build_model("small_cnn_dp", random_state=0), train, val, batch_size=64, **kw
+    ).model
     private = train_private(
-        copy.deepcopy(start),
+        build_model("small_cnn_dp", random_state=0),
         train,
         val,
         target_epsilon=8.0,
@@ -59,10 +55,10 @@ def test_dp_at_epsilon_8_is_within_0_1_auroc_of_the_same_recipe_without_dp():
         batch_size=256,
         **kw,
     )
-    a_public, a_plain, a_dp = (_test_auroc(m, test) for m in (start, plain, private.model))
-    assert 7.2 <= private.ledger.epsilon <= 8.0
-    assert a_dp > a_public + 0.02  # the private training itself improved the model
-    assert a_plain - a_dp <= 0.1, (a_public, a_plain, a_dp)
+    a_plain, a_dp = _test_auroc(plain, test), _test_auroc(private.model, test)
+    assert 7.2 <= private.ledger.epsilon <= 8.0 and private.ledger.steps == 30
+    assert a_dp > 0.7  # it learned the lesions, privately
+    assert a_plain - a_dp <= 0.1, (a_plain, a_dp)
 
 
 def test_dp_tradeoff_experiment_smoke_run(tmp_path):
@@ -70,14 +66,18 @@ def test_dp_tradeoff_experiment_smoke_run(tmp_path):
         "dp_tradeoff_run", ROOT / "experiments" / "dp_tradeoff" / "run.py"
     )
     mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        del sys.modules[spec.name]
     results = mod.run(
         mod.Settings.smoke(),
         out_dir=tmp_path / "out",
         report_dir=tmp_path / "report",
         progress=False,
     )
-    assert len(results) == 4 and set(results["start"]) == {"pretrained", "scratch"}
+    assert len(results) == 5 and set(results["start"]) == {"pretrained", "scratch"}
     dp = results[np.isfinite(results["target_epsilon"])]
     assert (dp["epsilon"] <= dp["target_epsilon"]).all()
     for name in ("results.csv", "summary.md", "dp_tradeoff.png"):

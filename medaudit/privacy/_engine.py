@@ -235,7 +235,7 @@ def make_private(
         Replace fixable layers first (:func:`~medaudit.privacy.fix_model`): BatchNorm
         becomes GroupNorm, losing any pretrained BatchNorm statistics (a warning says so).
     groups : int, optional
-        Upper bound on GroupNorm groups for ``fix`` (default 32: ``gcd(32, C)`` groups).
+        Most GroupNorm groups per replaced layer (default: Opacus's ``gcd(32, C)``).
 
     Returns
     -------
@@ -250,6 +250,14 @@ def make_private(
         non-Poisson sampler, a budget no noise level reaches.
     InvalidParameterError
         Any argument of the wrong type or range (ε <= 0, δ outside (0, 1), ...).
+
+    Notes
+    -----
+    The noise comes from torch's default generator (Opacus without ``secure_mode``),
+    seeded by ``train_model``'s ``seed``: reproducible, but not a cryptographically
+    secure source; the floating-point attacks ``secure_mode`` defends against are out of
+    this guarantee's scope. Activations with ``inplace=True`` are switched to out of
+    place (same results; Opacus's hooks require it), which ``notes`` records.
 
     References
     ----------
