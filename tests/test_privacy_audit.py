@@ -77,6 +77,16 @@ def test_train_dp_meets_smaller_budgets(synth_dir, tmp_path, target):
     assert raw["delta"] * raw["n_samples"] <= 0.1  # the default delta
 
 
+@pytest.mark.slow
+def test_train_dp_with_a_chosen_noise_multiplier_and_accountant(synth_dir, tmp_path):
+    out = tmp_path / "m.safetensors"
+    args = ["--dp", "--noise-multiplier", "1.3", "--accountant", "rdp", "--max-grad-norm", "0.5"]
+    assert _train(synth_dir, out, *args) == 0
+    raw = json.loads(_metadata(out)["privacy"])
+    assert (raw["noise_multiplier"], raw["accountant"], raw["max_grad_norm"]) == (1.3, "rdp", 0.5)
+    assert raw["target_epsilon"] is None and raw["epsilon"] > 0
+
+
 def test_audit_shows_the_ledger_and_its_curve(dp_checkpoint, synth_dir, tmp_path):
     out = tmp_path / "report"
     code = run(
