@@ -286,13 +286,27 @@ def one_run_pvalue(m: int, r: int, v: int, epsilon: float, delta: float = 0.0) -
 
 
 def _one_run_eps(m: int, r: int, v: int, delta: float, p: float) -> float:
-    """Largest epsilon whose p-value stays below ``p`` (bisection, as the paper's code)."""
+    """Largest epsilon whose one-run p-value stays below ``p``.
+
+    Without delta the p-value is a binomial tail, ``P[Bin(r, q) >= v] = I_q(v, r-v+1)``,
+    increasing in ``q``: the answer is the logit of its ``p`` quantile. With delta, the
+    p-value is bisected as in the paper's code.
+    """
+    if delta == 0:
+        if v == 0:
+            return 0.0
+        q = float(sps.beta.ppf(p, v, r - v + 1))
+        return max(0.0, math.log(q / (1 - q))) if q < 1 else float("inf")
+    return _one_run_eps_bisect(m, r, v, delta, p)
+
+
+def _one_run_eps_bisect(m: int, r: int, v: int, delta: float, p: float) -> float:
     if one_run_pvalue(m, r, v, 0.0, delta) >= p:
         return 0.0
     lo, hi = 0.0, 1.0
     while one_run_pvalue(m, r, v, hi, delta) < p:
         lo, hi = hi, hi * 2
-        if hi > 1e3:  # p-value below p for any epsilon: bounded by the guesses alone
+        if hi > 1e3:  # below p for any epsilon: the guesses alone bound nothing more
             return float(lo)
     for _ in range(40):
         mid = (lo + hi) / 2
@@ -358,13 +372,12 @@ def one_run_epsilon(
         choices += [(k, 0), (k, k)]
     choices = sorted(set(choices))
     p = (1 - confidence) / len(choices)
-    best = (0.0, choices[0], 0, 0)
+    results = []
     for kp, kn in choices:
         v = int(ys[:kp].sum()) + (int((~ys[m - kn :]).sum()) if kn else 0)
-        eps = _one_run_eps(m, kp + kn, v, delta, p)
-        if eps > best[0] or best[2] == 0:
-            best = (eps, (kp, kn), kp + kn, v) if eps >= best[0] else best
-    eps, (kp, kn), r, v = best
+        results.append((_one_run_eps(m, kp + kn, v, delta, p), kp, kn, v))
+    eps, kp, kn, v = max(results, key=lambda t: t[0])
+    r = kp + kn
     details = {"m": m, "k_pos": kp, "k_neg": kn, "r": r, "v": v, "n_choices": len(choices)}
     return EpsilonBound(float(eps), "one_run", attack, float(delta), confidence, details)
 

@@ -498,19 +498,24 @@ class MembershipAudit:
     def _signals(self, sets: AuditedSets, refs: tuple[Any, np.ndarray, bool]) -> MembershipSignals:
         models, audited_in, _ = refs
         ref_models = [] if models is None else models.models
+        n, n_z = len(sets.members) + len(sets.non_members), len(sets.z)
 
         def both(m: Any) -> np.ndarray:
             return np.r_[self._phi(m, sets.members), self._phi(m, sets.non_members)]
 
-        n_z = len(sets.z)
+        def z(m: Any) -> np.ndarray:
+            return self._phi(m, sets.z) if n_z else np.zeros(0)
+
+        reference = np.zeros((len(ref_models), n))
+        population_reference = np.zeros((len(ref_models), n_z))
+        for k, m in enumerate(ref_models):
+            reference[k], population_reference[k] = both(m), z(m)
         return MembershipSignals(
             target=both(self.model),
-            reference=np.array([both(m) for m in ref_models]).reshape(len(ref_models), -1),
+            reference=reference,
             reference_in=audited_in,
-            population_target=self._phi(self.model, sets.z) if n_z else np.zeros(0),
-            population_reference=np.array(
-                [self._phi(m, sets.z) if n_z else np.zeros(0) for m in ref_models]
-            ).reshape(len(ref_models), n_z),
+            population_target=z(self.model),
+            population_reference=population_reference,
         )
 
     def _measure(
