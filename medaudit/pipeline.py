@@ -52,8 +52,6 @@ class LoadedPredictions:
             "mean": None if lm.mean is None else list(lm.mean),
             "std": None if lm.std is None else list(lm.std),
             "class_names": list(lm.class_names or []),
-            # A DP checkpoint's ledger ({"epsilon": ..., "delta": ...}), if it has one.
-            "privacy": lm.extra.get("privacy"),
         }
 
 
