@@ -242,13 +242,15 @@ def _report_meta(
     model_info: dict[str, Any] | None,
     sens: list[str],
 ) -> dict[str, Any]:
+    from medaudit.report._provenance import environment, policy_record, utc_now
+
     y = predictions.labels
     return {
+        "created": utc_now(),
         "model_hash": predictions.model_hash,
         "data_hash": predictions.data_hash,
         "seed": int(policy.setting("seed")),
-        "policy": policy.source,
-        "policy_sha256": policy.sha256,
+        **policy_record(policy),
         "versions": _versions(),
         "command": " ".join(["medaudit", *sys.argv[1:]]) if sys.argv else "",
         "timings_seconds": timings,
@@ -264,4 +266,5 @@ def _report_meta(
         },
         "model": dict(model_info or {}),
         "model_card": {"sensitive_attributes": sens},
+        "environment": environment(),
     }

@@ -66,7 +66,11 @@ def test_section_shape(section):
         "continuous",
         "mitigation",
     } <= set(section.tables)
-    assert set(section.figures) == {"roc_sex", "roc_age_group", "forest"}
+    per_attribute = {"roc", "rates", "reliability", "sweep"}
+    assert set(section.figures) == {
+        f"{kind}_{a}" for kind in per_attribute for a in ("sex", "age_group")
+    } | {"forest"}
+    assert section.figures["forest"].wide
     assert "ROC curves of each sex group" in section.figures["roc_sex"].alt
     assert section.figures["forest"].alt.startswith("Forest plot of")
     assert section.summary.endswith(".") and "AUROC" in section.summary
