@@ -95,7 +95,7 @@ def test_every_attack_runs_and_the_section_validates(hospitals, tmp_path):
     )
     assert {
         "attacks",
-        "tpr_at_fpr",
+        "members_found_at_low_fpr",
         "subgroup_exposure",
         "most_exposed_members",
         "empirical_epsilon",

@@ -189,3 +189,25 @@ def test_bad_arguments_are_refused(pool):
         train_reference_models(pool, np.ones((1, len(pool)), bool), TRAINING, backend="gpu")
     with pytest.raises(ValueError, match="'epochs' parameter of ReferenceTraining"):
         ReferenceTraining(epochs=0)
+
+
+def frozen_trainer(model, cohort, training, seed):
+    """A custom reference trainer: leaves the initial weights but for the head's bias."""
+    with torch.no_grad():
+        model.head.bias.fill_(dict(training.trainer_options)["bias"])
+
+
+def test_a_custom_trainer_replaces_the_loop_and_is_part_of_the_cache_key(pool, tmp_path):
+    import dataclasses
+
+    inc = random_inclusion(len(pool), 1, 20, random_state=0)
+    custom = dataclasses.replace(TRAINING, trainer=frozen_trainer, trainer_options=(("bias", 3.0),))
+    a = train_reference_models(pool, inc, custom, cache_dir=tmp_path, backend="serial")
+    assert torch.equal(a.models[0].head.bias, torch.full((2,), 3.0))
+    other = dataclasses.replace(custom, trainer_options=(("bias", 1.0),))
+    b = train_reference_models(pool, inc, other, cache_dir=tmp_path, backend="serial")
+    plain = train_reference_models(pool, inc, TRAINING, cache_dir=tmp_path, backend="serial")
+    assert len({a.keys[0], b.keys[0], plain.keys[0]}) == 3
+    assert custom.to_dict()["trainer"].endswith("test_membership_reference.frozen_trainer")
+    with pytest.raises(ValueError, match="'trainer' parameter"):
+        ReferenceTraining(trainer="train_model")  # type: ignore[arg-type]

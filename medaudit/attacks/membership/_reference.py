@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,14 @@ class ReferenceTraining:
     lr, weight_decay : float
         AdamW settings of :func:`~medaudit.models.train_model`.
     augment : bool
+    trainer : callable, optional
+        ``trainer(model, cohort, training, seed)`` trains ``model`` in place instead of
+        the default :func:`~medaudit.models.train_model` call, e.g. with differential
+        privacy to mirror a DP target. It must be a module-level function (worker
+        processes and Ray import it by name); its qualified name and
+        ``trainer_options`` are part of the cache key.
+    trainer_options : tuple of (str, value) pairs
+        Settings the trainer reads (``dict(training.trainer_options)``).
     """
 
     arch: str = "small_cnn"
@@ -99,8 +107,12 @@ class ReferenceTraining:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     augment: bool = False
+    trainer: Callable[..., Any] | None = None
+    trainer_options: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
+        if self.trainer is not None and not callable(self.trainer):
+            raise param_error("trainer", "ReferenceTraining", "a callable or None", self.trainer)
         for name in ("epochs", "batch_size", "in_channels", "num_classes"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -112,7 +124,10 @@ class ReferenceTraining:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings (part of the cache key)."""
-        d = dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        t = self.trainer
+        d["trainer"] = None if t is None else f"{t.__module__}.{t.__qualname__}"
+        d["trainer_options"] = [[k, v] for k, v in self.trainer_options]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
@@ -275,6 +290,9 @@ def _train_job(job: _Job) -> dict[str, np.ndarray]:
         model = build_model(
             t.arch, in_channels=t.in_channels, num_classes=t.num_classes, random_state=job.seed
         )
+        if t.trainer is not None:
+            t.trainer(model, job.cohort, t, job.seed)
+            return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
         train_model(
             model,
             job.cohort,

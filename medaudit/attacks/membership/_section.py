@@ -77,10 +77,6 @@ ADVICE_CLAIM = (
 )
 
 
-def _fmt_pct(a: float) -> str:
-    return f"{a * 100:g}%"
-
-
 def roc_loglog_figure(result: MembershipResult) -> Figure:
     """ROC curves of every attack on log-log axes (the field's standard plot)."""
     n_neg = int((~result.is_member).sum())
@@ -117,7 +113,13 @@ def _tpr_table(result: MembershipResult) -> pd.DataFrame:
         for a in FPR_LEVELS:
             lo, hi = o.metrics.tpr_ci[a]
             rows.append(
-                {"attack": name, "fpr": a, "tpr": o.metrics.tpr[a], "ci_low": lo, "ci_high": hi}
+                {
+                    "attack": name,
+                    "fpr": a,
+                    "members_found": o.metrics.tpr[a],
+                    "ci_low": lo,
+                    "ci_high": hi,
+                }
             )
     return pd.DataFrame(rows)
 
@@ -237,7 +239,7 @@ def membership_section(result: MembershipResult, policy: Policy | None = None) -
     policy = policy or Policy.default()
     tables = {
         "attacks": result.table(),
-        "tpr_at_fpr": _tpr_table(result),
+        "members_found_at_low_fpr": _tpr_table(result),
         "subgroup_exposure": result.exposure,
         "most_exposed_members": result.most_exposed,
         "empirical_epsilon": _epsilon_table(result),
