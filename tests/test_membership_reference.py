@@ -211,3 +211,23 @@ def test_a_custom_trainer_replaces_the_loop_and_is_part_of_the_cache_key(pool, t
     assert custom.to_dict()["trainer"].endswith("test_membership_reference.frozen_trainer")
     with pytest.raises(ValueError, match="'trainer' parameter"):
         ReferenceTraining(trainer="train_model")  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(
+    "MEDAUDIT_TEST_RAY" not in __import__("os").environ,
+    reason="starts a local Ray cluster: opt in with MEDAUDIT_TEST_RAY=1",
+)
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # ray.init's accelerator tip
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # Ray's Popen
+def test_a_real_local_ray_cluster_trains_the_same_models(pool):
+    ray = pytest.importorskip("ray")
+    inc = random_inclusion(len(pool), 2, 20, random_state=0)
+    serial = train_reference_models(pool, inc, TRAINING, cache=False, backend="serial")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        on_ray = train_reference_models(pool, inc, TRAINING, cache=False)
+    finally:
+        ray.shutdown()
+    assert on_ray.backend == "ray"
+    for a, b in zip(_weights(serial.models), _weights(on_ray.models), strict=True):
+        assert torch.equal(a, b)
