@@ -144,6 +144,8 @@ def test_named_attacks_that_cannot_run_are_an_error_defaults_are_left_out(hospit
     c = hospitals[0]
     a = _audit(hospitals, c.split("train"), c.split("test"), c.split("val"))
     with pytest.raises(InvalidInputError, match="The lira attack cannot run: needs at least 2"):
+        a.run(MembershipSettings(attacks=("lira", "loss"), reference_models=1, strict=True))
+    with pytest.raises(InvalidInputError, match="No membership attack can run: lira: needs"):
         a.run(MembershipSettings(attacks=("lira",), reference_models=1))
     res = a.run(MembershipSettings(n_bootstrap=20, reference_models=0), cache_dir=tmp_path)
     assert list(res.outcomes) == ["loss"]
@@ -338,7 +340,7 @@ def test_cli_audit_runs_privacy_with_train_data_and_its_flags(
             "--audits",
             "privacy",
             "--attacks",
-            "loss,rmia",
+            "loss,rmia,lira",
             "--reference-models",
             "1",
             "--set",
@@ -352,6 +354,9 @@ def test_cli_audit_runs_privacy_with_train_data_and_its_flags(
     doc = json.loads((out / "audit.json").read_text())
     tab = doc["sections"]["privacy"]["tables"]["attacks"]
     assert [r["attack"] for r in tab] == ["loss", "rmia"]
+    # named but impossible with one reference model: reported as not run, not an error
+    (not_run,) = doc["sections"]["privacy"]["tables"]["attacks_not_run"]
+    assert not_run["attack"] == "lira" and not_run["reason"].startswith("needs at least 2")
     assert any("held out as population" in n for n in doc["sections"]["privacy"]["notes"])
 
 

@@ -80,8 +80,9 @@ def attack_membership(
         "privacy.workers": workers,
         "privacy.backend": backend,
     }
-    if attacks is not None:
+    if attacks is not None:  # named on the command line: each must run
         settings["privacy.attacks"] = attacks
+        settings["privacy.require_attacks"] = True
     if seed is not None:
         settings["seed"] = seed
     pol = read_policy(policy)

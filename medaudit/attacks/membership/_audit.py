@@ -53,11 +53,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "attacks",
         list(DEFAULT_ATTACKS),
-        "Membership attacks to run (loss, calibrated_loss, rmia, lira, lira_online); "
-        "by default those the reference models allow.",
+        "Membership attacks to run (loss, calibrated_loss, rmia, lira, lira_online); those "
+        "the reference models cannot feed are listed as not run.",
         "list",
         flag="--attacks",
         check=_known_attacks,
+    ),
+    Setting(
+        "require_attacks",
+        False,
+        "Stop with an error when a named attack cannot run (instead of listing it as not run).",
+        "bool",
     ),
     Setting(
         "reference_models",
@@ -157,6 +163,7 @@ def settings_from_policy(ctx: AuditContext) -> MembershipSettings:
     named = "privacy.attacks" in ctx.policy.settings
     return MembershipSettings(
         attacks=tuple(ctx.setting("privacy.attacks")) if named else None,
+        strict=bool(ctx.setting("privacy.require_attacks")),
         reference_models=int(ctx.setting("privacy.reference_models")),
         reference_fraction=float(ctx.setting("privacy.reference_fraction")),
         population_fraction=float(ctx.setting("privacy.population_fraction")),

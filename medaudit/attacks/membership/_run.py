@@ -74,9 +74,11 @@ class MembershipSettings:
     Attributes
     ----------
     attacks : tuple of str or None
-        Attack names (:func:`list_attacks`); None: :data:`DEFAULT_ATTACKS`, leaving out
-        (with the reason) those the reference models cannot feed. Named attacks that
-        cannot run are an error.
+        Attack names (:func:`list_attacks`); None: :data:`DEFAULT_ATTACKS`. Attacks the
+        reference models cannot feed are left out with the reason (an error when none
+        can run).
+    strict : bool
+        A named attack that cannot run is an error instead of being left out.
     reference_models : int
         K reference models (0: only attacks that need none).
     reference_fraction : float
@@ -104,6 +106,7 @@ class MembershipSettings:
     """
 
     attacks: tuple[str, ...] | None = None
+    strict: bool = False
     reference_models: int = 1
     reference_fraction: float = 0.5
     population_fraction: float = 0.5
@@ -399,7 +402,7 @@ class MembershipAudit:
     def _choose_attacks(
         self, s: MembershipSettings, sets: AuditedSets
     ) -> tuple[list[MembershipAttack], dict[str, str]]:
-        named = s.attacks is not None
+        strict = s.strict and s.attacks is not None
         names = list(s.attacks) if s.attacks is not None else list(DEFAULT_ATTACKS)
         chosen, not_run = [], {}
         for name in names:
@@ -407,7 +410,7 @@ class MembershipAudit:
             if isinstance(a, RMIA):
                 a = RMIA(a=s.rmia_a, gamma=s.rmia_gamma, online=a.online)
             why = self._why_not(a, s, sets)
-            if why and named:
+            if why and strict:
                 raise InvalidInputError(f"The {name} attack cannot run: {why}.")
             if why:
                 not_run[name] = why
