@@ -301,6 +301,26 @@ def test_cli_refuses_shared_patients_with_exit_2_and_the_count(
     assert err == "medaudit: error: " + MSG_SHARED_PATIENTS.format(
         n=2, a="members", b="non-members"
     )
+    # the same through `medaudit audit --audits privacy --train-data`
+    code = run(
+        [
+            "audit",
+            "--model",
+            str(trained_checkpoint),
+            "--data",
+            str(f["leaky"]),
+            "--train-data",
+            str(f["members"]),
+            "--audits",
+            "privacy",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "z"),
+        ]
+    )
+    assert code == 2 and MSG_SHARED_PATIENTS.format(n=2, a="members", b="non-members") in (
+        capsys.readouterr().err
+    )
     code = run(
         [
             "attack",

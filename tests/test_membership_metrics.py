@@ -129,7 +129,9 @@ def test_subgroup_exposure_finds_the_exposed_group_and_skips_small_ones():
     ).set_index(["attribute", "group"])
     assert tab.loc[("site", "A"), "ci_low"] > 0.75
     assert tab.loc[("site", "B"), "ci_low"] < 0.5 < tab.loc[("site", "B"), "ci_high"]
-    assert tab.loc[("ward", "tiny"), "note"].startswith("skipped: fewer than 30")
+    assert tab.loc[("ward", "tiny"), "note"] == (
+        "skipped: 8 members and 12 non-members (fewer than 30 of either)"
+    )
     assert np.isnan(tab.loc[("ward", "tiny"), "auc"])
 
 

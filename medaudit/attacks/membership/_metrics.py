@@ -299,6 +299,14 @@ def subgroup_exposure(
     DataFrame
         ``attribute``, ``group``, ``n_members``, ``n_non_members``, ``auc``, ``ci_low``,
         ``ci_high``, ``tpr_at_10pct_fpr``, ``note``.
+
+    Examples
+    --------
+    >>> y = np.tile([True, False], 40)
+    >>> site = pd.Series(["A"] * 60 + ["B"] * 20)
+    >>> tab = subgroup_exposure(y, y + 0.0, {"site": site}, n_boot=20)
+    >>> tab["auc"].tolist()[0], tab["note"].tolist()
+    (1.0, ['', 'skipped: 10 members and 10 non-members (fewer than 30 of either)'])
     """
     y, s = _check(np.asarray(is_member), np.asarray(scores), "subgroup_exposure")
     rows = []
@@ -310,8 +318,8 @@ def subgroup_exposure(
             row = {"attribute": attr, "group": str(g), "n_members": nm, "n_non_members": nn}
             if min(nm, nn) < min_group_size:
                 row["note"] = (
-                    f"skipped: fewer than {min_group_size} "
-                    f"{'members' if nm < nn else 'non-members'}"
+                    f"skipped: {nm} members and {nn} non-members "
+                    f"(fewer than {min_group_size} of either)"
                 )
                 rows.append(row)
                 continue

@@ -59,6 +59,14 @@ def default_cache_dir() -> Path:
 
     ``$MEDAUDIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/medaudit``, else
     ``~/.cache/medaudit`` (each with a ``reference-models`` subfolder).
+
+    Examples
+    --------
+    >>> import os
+    >>> os.environ["MEDAUDIT_CACHE_DIR"] = "/tmp/ma"
+    >>> default_cache_dir().as_posix()
+    '/tmp/ma/reference-models'
+    >>> del os.environ["MEDAUDIT_CACHE_DIR"]
     """
     root = os.environ.get("MEDAUDIT_CACHE_DIR")
     if not root:
@@ -447,6 +455,21 @@ def train_reference_models(
     Returns
     -------
     ReferenceModels
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, pandas as pd
+    >>> from medaudit.data import Cohort
+    >>> rng = np.random.default_rng(0)
+    >>> pool = Cohort(pd.DataFrame({"label": rng.integers(0, 2, 16)}),
+    ...               images=rng.integers(0, 256, (16, 8, 8), dtype=np.uint8))
+    >>> inc = random_inclusion(len(pool), 2, 8)
+    >>> recipe = ReferenceTraining(epochs=1, batch_size=8, mean=(0.5,), std=(0.3,))
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     first = train_reference_models(pool, inc, recipe, cache_dir=d, workers=1)
+    ...     again = train_reference_models(pool, inc, recipe, cache_dir=d, workers=1)
+    >>> len(first), first.backend, again.from_cache, again.backend
+    (2, 'serial', 2, 'cache')
     """
     from medaudit._progress import progress_bar
     from medaudit.data import Cohort
