@@ -384,7 +384,8 @@ class MembershipAudit:
             max_samples=s.max_samples,
             seed=s.seed,
         )
-        attacks, not_run = self._choose_attacks(s, sets)
+        training = training or self.reference_training()
+        attacks, not_run = self._choose_attacks(s, sets, training.arch)
         refs = self._references(
             attacks, s, sets, training, cache_dir, cache, workers, backend, progress
         )
@@ -400,7 +401,7 @@ class MembershipAudit:
 
     # -- steps ----------------------------------------------------------------------------
     def _choose_attacks(
-        self, s: MembershipSettings, sets: AuditedSets
+        self, s: MembershipSettings, sets: AuditedSets, arch: str
     ) -> tuple[list[MembershipAttack], dict[str, str]]:
         strict = s.strict and s.attacks is not None
         names = list(s.attacks) if s.attacks is not None else list(DEFAULT_ATTACKS)
@@ -409,7 +410,7 @@ class MembershipAudit:
             a = get_attack(name)
             if isinstance(a, RMIA):
                 a = RMIA(a=s.rmia_a, gamma=s.rmia_gamma, online=a.online)
-            why = self._why_not(a, s, sets)
+            why = _why_not(a, s, sets, arch)
             if why and strict:
                 raise InvalidInputError(f"The {name} attack cannot run: {why}.")
             if why:
@@ -423,30 +424,12 @@ class MembershipAudit:
             )
         return chosen, not_run
 
-    def _why_not(self, a: MembershipAttack, s: MembershipSettings, sets: AuditedSets) -> str:
-        from medaudit.models import list_architectures
-
-        k = s.reference_models
-        if a.min_references == 0:
-            return ""
-        if k < a.min_references:
-            return f"needs at least {a.min_references} reference model(s), {k} requested"
-        if a.online and k % 2:
-            return f"needs an even number of reference models, {k} requested"
-        if self.arch not in list_architectures():
-            return MSG_NOT_ZOO.format(arch=self.arch)
-        if len(sets.pool) == 0:
-            return "the population is too small to train reference models on"
-        if isinstance(a, RMIA) and len(sets.z) == 0:
-            return "the population is too small to keep comparison samples"
-        return ""
-
     def _references(
         self,
         attacks: list[MembershipAttack],
         s: MembershipSettings,
         sets: AuditedSets,
-        training: ReferenceTraining | None,
+        training: ReferenceTraining,
         cache_dir: Any,
         cache: bool,
         workers: int,
@@ -458,7 +441,7 @@ class MembershipAudit:
         if need == 0 or s.reference_models == 0:
             return None, np.zeros((0, n_audit), bool), False
         online = any(a.online for a in attacks)
-        t = training or self.reference_training()
+        t = training
         k = s.reference_models
         size = min(len(sets.members), max(1, round(s.reference_fraction * len(sets.pool))))
         pool_units = patient_units(sets.pool)
@@ -596,6 +579,26 @@ class MembershipAudit:
             settings=s,
             notes=_notes(sets, len(one), nm + nn),
         )
+
+
+def _why_not(a: MembershipAttack, s: MembershipSettings, sets: AuditedSets, arch: str) -> str:
+    """Why attack ``a`` cannot run here ("" when it can)."""
+    from medaudit.models import list_architectures
+
+    k = s.reference_models
+    if a.min_references == 0:
+        return ""
+    if k < a.min_references:
+        return f"needs at least {a.min_references} reference model(s), {k} requested"
+    if a.online and k % 2:
+        return f"needs an even number of reference models, {k} requested"
+    if arch not in list_architectures():
+        return MSG_NOT_ZOO.format(arch=arch)
+    if len(sets.pool) == 0:
+        return "the population is too small to train reference models on"
+    if isinstance(a, RMIA) and len(sets.z) == 0:
+        return "the population is too small to keep comparison samples"
+    return ""
 
 
 def _reference_summary(models: ReferenceModels | None, online: bool, s: MembershipSettings) -> dict:
