@@ -85,9 +85,10 @@ def roc_loglog_figure(result: MembershipResult) -> Figure:
     parts = []
     for name, o in result.outcomes.items():
         m = o.metrics
+        keep = _log_spaced(len(m.fpr))
         ax.plot(
-            np.maximum(m.fpr, floor),
-            np.maximum(m.tpr_curve, floor),
+            np.maximum(m.fpr[keep], floor),
+            np.maximum(m.tpr_curve[keep], floor),
             lw=1.4,
             label=f"{name} (AUC {m.auc:.3f})",
         )
@@ -105,6 +106,14 @@ def roc_loglog_figure(result: MembershipResult) -> Figure:
     fig.tight_layout()
     alt = "Log-log ROC curves of the membership attacks. " + "; ".join(parts) + "."
     return Figure.from_matplotlib(fig, alt=alt)
+
+
+def _log_spaced(n: int, points: int = 400) -> np.ndarray:
+    """At most ``points`` ROC vertices, dense at the low-FPR end a log-log plot shows."""
+    if n <= points:
+        return np.arange(n)
+    idx = np.unique(np.round(np.logspace(0, math.log10(n), points)).astype(int) - 1)
+    return np.r_[0, idx[idx > 0]]
 
 
 def _tpr_table(result: MembershipResult) -> pd.DataFrame:
