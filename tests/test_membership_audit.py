@@ -48,7 +48,7 @@ def hospitals():
     )
     train = c.split("train")
     model = build_model("small_cnn", random_state=0)
-    res = train_model(model, train, None, epochs=3, batch_size=32, seed=0, patience=None)
+    res = train_model(model, train, None, epochs=2, batch_size=32, seed=0, patience=None)
     return c, model, res.mean, res.std
 
 
