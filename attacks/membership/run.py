@@ -6,7 +6,7 @@ each included in training by a fair coin flip, so the one-run audit of Steinke e
 
 - ``overfit``: no defence, many epochs on a small training set;
 - ``dp_eps8`` and ``dp_eps1``: DP-SGD through ``medaudit.privacy.train_private`` at
-  epsilon 8 and 1 (``small_cnn_gn``: GroupNorm, as DP needs);
+  epsilon 8 and 1 (``small_cnn_dp``, the narrow GroupNorm variant ``train --dp`` uses);
 
 and every registered attack (LOSS, calibrated loss, RMIA, LiRA offline and online) runs
 against each with K online reference models (for the DP targets, trained with the same
@@ -133,7 +133,7 @@ def train_target(
     from medaudit.models import compute_normalization
 
     mean, std = compute_normalization(members)
-    arch = "small_cnn" if name == "overfit" else "small_cnn_gn"
+    arch = "small_cnn" if name == "overfit" else "small_cnn_dp"
     training = ReferenceTraining(
         arch=arch,
         image_size=sc.image_size,
