@@ -54,6 +54,8 @@ AUDIT_MODULES: tuple[str, ...] = (
     "medaudit.performance",
     "medaudit.fairness",
     "medaudit.watermark",
+    "medaudit.privacy",
+    "medaudit.attacks.membership",
 )
 
 # What an audit may need beyond the clean predictions, and how a user provides it.

@@ -499,8 +499,11 @@ class _Run:
                 self.steps += 1
                 advance(1)
                 continue
-            for idx, x in self.train_src.batches(np.asarray(order), len(order)):
-                loss = self._step(net, optimizer, epoch, idx, x, train_labels, gen)
+            chunk = self.hooks.max_physical_batch_size or len(order)
+            n_chunks = -(-len(order) // chunk)
+            for k, (idx, x) in enumerate(self.train_src.batches(np.asarray(order), chunk)):
+                part = (k, n_chunks, len(idx) / len(order))
+                loss = self._step(net, optimizer, epoch, idx, x, train_labels, gen, part)
                 loss_sum += loss * len(idx)
                 seen += len(idx)
             advance(1)
@@ -515,7 +518,9 @@ class _Run:
         x: torch.Tensor,
         train_labels: torch.Tensor,
         gen: torch.Generator,
+        part: tuple[int, int, float] = (0, 1, 1.0),
     ) -> float:
+        """Forward and backward one chunk ``part = (k, n_chunks, share of the batch)``."""
         y = train_labels[torch.from_numpy(np.asarray(idx))]
         if self.augment:
             x = _augment(x, gen)
@@ -544,9 +549,24 @@ class _Run:
         )
         for extra in self.hooks.extra_losses:
             loss = loss + extra(step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        k, n_chunks, share = part
+        last = k == n_chunks - 1
+        skip = getattr(optimizer, "signal_skip_step", None)
+        if callable(skip):
+            # Opacus's DPOptimizer: each chunk's per-sample gradients are clipped and summed
+            # by step(); the skip signal defers noise and update to the batch's last chunk.
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            skip(do_skip=not last)
+            optimizer.step()
+        else:
+            if k == 0:
+                optimizer.zero_grad(set_to_none=True)
+            (loss if n_chunks == 1 else loss * share).backward()
+            if last:
+                optimizer.step()
+        if not last:
+            return float(loss.detach())
         self.steps += 1
         for hook in self.hooks.on_step:
             hook(step)
