@@ -31,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def test_builtin_attacks_cover_the_issue():
     names = list_removal_attacks()
-    assert {"finetune", "prune", "quantise"} <= set(names)
+    assert {"finetune", "prune", "quantise", "dp_finetune"} <= set(names)
     assert get_removal_attack("finetune").strengths == (0.1, 0.2)
     assert all(0.2 <= s <= 0.5 for s in get_removal_attack("prune").strengths)
 
@@ -57,6 +57,25 @@ def test_pruning_agrees_with_torch_global_l1_pruning(fraction):
     total = sum(m.weight.numel() for m, _ in params)
     zeros = sum(int((m.weight == 0).sum()) for m, _ in params)
     assert zeros == round(fraction * total)
+
+
+def test_folding_batchnorm_keeps_the_function_and_lets_dp_sgd_train():
+    # Reference: torch.nn.utils.fusion.fuse_conv_bn_eval on each conv/BN pair, and the
+    # eval-mode outputs of the unfolded model.
+    from medaudit.privacy import incompatible_layers
+    from medaudit.watermark import fold_batchnorm
+
+    model = build_model("small_cnn", random_state=0)
+    x = torch.rand(64, 1, 16, 16)
+    model.train()
+    model(x)  # non-trivial running statistics
+    model.eval()
+    before = model(x).detach()
+    assert incompatible_layers(model)
+    fold_batchnorm(model)
+    torch.testing.assert_close(model(x), before, atol=1e-5, rtol=1e-4)
+    assert not incompatible_layers(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
 
 
 @pytest.mark.parametrize("bits", [8, 4, 2])

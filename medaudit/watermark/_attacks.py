@@ -35,6 +35,7 @@ __all__ = [
     "RemovalAttack",
     "RobustnessResult",
     "assess_robustness",
+    "fold_batchnorm",
     "get_removal_attack",
     "list_removal_attacks",
     "prune_weights",
@@ -145,10 +146,7 @@ def _finetune(model: nn.Module, data: AttackData, fraction: float) -> nn.Module:
     """Fine-tune every layer on a random ``fraction`` of the clean training data."""
     from medaudit.models import train_model
 
-    n = len(data.train)
-    rng = np.random.default_rng([data.seed, 7])
-    rows = np.sort(rng.choice(n, size=max(2, round(fraction * n)), replace=False))
-    subset = data.train.subset(rows)
+    subset = data.train.subset(_attack_rows(data, fraction))
     train_model(
         model,
         subset,
@@ -227,7 +225,7 @@ def quantise_weights(model: nn.Module, bits: int) -> nn.Module:
     >>> import torch
     >>> m = torch.nn.Linear(4, 1, bias=False)
     >>> with torch.no_grad():
-    ...     _ = m.weight.copy_(torch.tensor([[1.0, 0.5, 0.26, -0.1]]))
+    ...     _ = m.weight.copy_(torch.tensor([[1.0, 0.6, 0.26, -0.1]]))
     >>> quantise_weights(m, 2).weight.tolist()
     [[1.0, 1.0, 0.0, -0.0]]
     """
@@ -271,6 +269,102 @@ register_removal_attack(
         label="{s:.0f}-bit weights",
     )
 )
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every BatchNorm that directly follows a conv into that conv, in place.
+
+    In eval mode the folded model computes the same function
+    (``torch.nn.utils.fusion.fuse_conv_bn_eval``); the BatchNorm becomes an
+    ``Identity``. DP-SGD cannot train through BatchNorm, so this is how an attacker
+    DP-fine-tunes a BatchNorm model without losing what it learned.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from medaudit.models import build_model
+    >>> m = build_model("small_cnn", random_state=0).eval()
+    >>> x = torch.rand(2, 1, 16, 16)
+    >>> before = m(x)
+    >>> any(isinstance(l, torch.nn.BatchNorm2d) for l in fold_batchnorm(m).modules())
+    False
+    >>> torch.allclose(before, m(x), atol=1e-5)
+    True
+    """
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for parent in list(model.modules()):
+        names = list(parent._modules)
+        for a, b in zip(names, names[1:], strict=False):
+            conv, bn = parent._modules[a], parent._modules[b]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                was_training = conv.training
+                fused = fuse_conv_bn_eval(conv.eval(), bn.eval())
+                fused.train(was_training)
+                parent._modules[a] = fused
+                parent._modules[b] = nn.Identity()
+    return model
+
+
+def _attack_rows(data: AttackData, fraction: float) -> np.ndarray:
+    n = len(data.train)
+    rng = np.random.default_rng([data.seed, 7])
+    return np.sort(rng.choice(n, size=max(2, round(fraction * n)), replace=False))
+
+
+DP_FRACTION = 0.2
+
+
+def _dp_finetune(model: nn.Module, data: AttackData, epsilon: float) -> nn.Module:
+    """DP-SGD fine-tuning (medaudit.privacy) at ``epsilon`` on 20% of the clean data."""
+    import warnings
+
+    from medaudit.privacy import PrivacyWarning, train_private
+
+    subset = data.train.subset(_attack_rows(data, DP_FRACTION))
+    fold_batchnorm(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrivacyWarning)  # the attacker's budget, not ours
+        res = train_private(
+            model,
+            subset,
+            None,
+            target_epsilon=float(epsilon),
+            target_delta=1.0 / (2 * len(subset)),
+            epochs=data.epochs,
+            batch_size=min(64, len(subset)),
+            accountant="rdp",
+            lr=data.lr,
+            seed=data.seed,
+            image_size=data.image_size,
+            in_channels=data.in_channels,
+            mean=data.mean,
+            std=data.std,
+            patience=None,
+        )
+    return res.model
+
+
+def _has_privacy() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("medaudit.privacy") is not None
+
+
+if _has_privacy():
+    register_removal_attack(
+        RemovalAttack(
+            name="dp_finetune",
+            description=(
+                "DP-SGD fine-tuning (medaudit.privacy, BatchNorm folded into the convs) "
+                f"on {DP_FRACTION:.0%} of the clean training data"
+            ),
+            strengths=(8.0, 1.0),
+            run=_dp_finetune,
+            label="epsilon = {s:g}",
+        )
+    )
 
 
 # -- the assessment -------------------------------------------------------------------------
