@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from medaudit import InvalidInputError
+from medaudit import InvalidInputError, InvalidParameterError
 from medaudit.data import Cohort, load_manifest
 from medaudit.models import build_model
 from medaudit.watermark import (
@@ -119,6 +119,41 @@ def test_protection_stays_within_budget_and_mask():
     np.testing.assert_array_equal(p.original, c.images)
     # The budget bounds the PSNR: 10 log10(1 / (0.25 (8/255)^2)) = 36.09 dB.
     assert p.psnr.min() >= 36.09
+
+
+def test_class_wise_protection_shares_one_pattern_per_class_on_patch_aligned_masks():
+    c = _cohort(40, size=16)
+    p = protect_images(
+        c,
+        density=0.25,
+        rounds=2,
+        train_steps=2,
+        pgd_steps=3,
+        warmup_steps=2,
+        mode="class",
+        patch=4,
+    )
+    diff = p.images.astype(int) - p.original.astype(int)
+    assert np.abs(diff).max() <= 8
+    assert np.all(diff[~np.broadcast_to(p.mask, diff.shape)] == 0)
+    # 4 of the 16 cells of 4 x 4 pixels, each whole.
+    cells = p.mask[:, 0].reshape(40, 4, 4, 4, 4).transpose(0, 1, 3, 2, 4).reshape(40, 16, 16)
+    assert np.all((cells.sum(axis=2) == 0) | (cells.sum(axis=2) == 16))
+    assert np.all(cells.all(axis=2).sum(axis=1) == 4)
+    # Where two images of a class share an unclipped masked pixel, they moved it alike.
+    labels = c.labels
+    for k in (0, 1):
+        rows = np.flatnonzero(labels == k)
+        free = (p.original[rows] >= 8) & (p.original[rows] <= 247)
+        on = np.broadcast_to(p.mask[rows], free.shape) & free
+        for pix in zip(*np.nonzero(on.sum(axis=0) >= 2), strict=True):
+            vals = diff[rows][(slice(None), *pix)][on[(slice(None), *pix)]]
+            assert np.ptp(vals) <= 1, (k, pix, vals)  # 8-bit rounding
+
+
+def test_bad_protection_mode_is_refused():
+    with pytest.raises(InvalidParameterError, match="mode"):
+        protect_images(_cohort(8), mode="both")
 
 
 def test_written_protected_data_reads_back_with_its_labels(tmp_path):
