@@ -1,7 +1,8 @@
 """Model performance: AUROC with its CI, operating point, confusion matrix, calibration, per site.
 
-Every headline number carries a 95% bootstrap CI (resampled within each class, and by
-patient when ``patient_id`` is present; see :mod:`medaudit.stats`).
+Every headline number carries a 95% bootstrap CI (whole patients resampled within each
+site, and within their class profile for AUROC, sensitivity and specificity; see
+:func:`medaudit.stats.resampling_strata`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from medaudit.report import Check, Figure, Policy, Section, Threshold
 from medaudit.stats import (
     bootstrap_counts,
     calibration_bins,
-    expected_calibration_error,
+    calibration_error_interval,
     percentile_ci,
+    range_interval,
+    resampling_strata,
     weighted_auroc,
-    weighted_expected_calibration_error,
 )
 
 __all__ = ["CHECKS", "SPEC", "audit", "calibration_curve", "performance_section"]
@@ -64,11 +66,33 @@ def calibration_curve(y_true: np.ndarray, y_prob: np.ndarray, *, n_bins: int = 1
 
 @dataclass(frozen=True)
 class _Boot:
+    """Resampling counts: ``W`` by class profile (class-conditional metrics), ``W_mix`` not."""
+
     W: np.ndarray
+    W_mix: np.ndarray
     confidence: float
+    clusters: np.ndarray | None
 
     def ci(self, samples: np.ndarray) -> tuple[float, float]:
         return percentile_ci(samples, self.confidence)
+
+
+def _resampling(
+    y: np.ndarray, meta: pd.DataFrame, n_boot: int, seed: int, confidence: float
+) -> _Boot:
+    """Whole patients within each site; by class profile for class-conditional metrics."""
+    clusters = meta["patient_id"].to_numpy() if "patient_id" in meta.columns else None
+    site = meta["site"].astype(str).to_numpy() if "site" in meta.columns else None
+    counts = [
+        bootstrap_counts(
+            resampling_strata(n_samples=len(y), groups=site, labels=y, by_class=by_class),
+            n_boot=n_boot,
+            random_state=np.random.default_rng([seed, by_class]),
+            clusters=clusters,
+        )
+        for by_class in (True, False)
+    ]
+    return _Boot(counts[0], counts[1], confidence, clusters)
 
 
 def _rate(W: np.ndarray, num_mask: np.ndarray, den_mask: np.ndarray) -> np.ndarray:
@@ -122,10 +146,8 @@ def performance_section(
     conf = float(policy.setting("confidence"))
     seed = int(policy.setting("seed"))
     min_class = int(policy.setting("min_class_count"))
-    clusters = meta["patient_id"].to_numpy() if "patient_id" in meta.columns else None
-    boot = _Boot(
-        bootstrap_counts(y.astype(int), n_boot=n_boot, random_state=seed, clusters=clusters), conf
-    )
+    boot = _resampling(y.astype(int), meta, n_boot, seed, conf)
+    clusters = boot.clusters
     ones = np.ones((1, len(y)))
     pred_pos = s >= operating_threshold
 
@@ -168,13 +190,13 @@ def performance_section(
     spec, _ = metric(
         "Specificity (TNR)", float(_rate(ones, ~pred_pos, ~y)[0]), _rate(boot.W, ~pred_pos, ~y)
     )
-    metric("PPV", float(_rate(ones, y, pred_pos)[0]), _rate(boot.W, y, pred_pos))
-    metric("NPV", float(_rate(ones, ~y, ~pred_pos)[0]), _rate(boot.W, ~y, ~pred_pos))
-    ece, ece_ci = metric(
-        "ECE",
-        expected_calibration_error(y, s, n_bins=n_bins),
-        weighted_expected_calibration_error(y, s, boot.W, n_bins=n_bins),
+    metric("PPV", float(_rate(ones, y, pred_pos)[0]), _rate(boot.W_mix, y, pred_pos))
+    metric("NPV", float(_rate(ones, ~y, ~pred_pos)[0]), _rate(boot.W_mix, ~y, ~pred_pos))
+    # Debiased ECE with its basic bootstrap interval (medaudit.stats.calibration_error).
+    ece, ece_ci = calibration_error_interval(
+        y, s, boot.W_mix, n_bins=n_bins, clusters=clusters, confidence=conf
     )
+    rows.append({"metric": "ECE", "value": ece, "ci_low": ece_ci[0], "ci_high": ece_ci[1]})
     checks.append(
         policy.judge(
             "performance.ece",
@@ -225,16 +247,19 @@ def performance_section(
         figures=figures,
         checks=checks,
         notes=[
-            f"95% CIs: percentile bootstrap with {n_boot} resamples, stratified by class"
-            + (" and resampling whole patients." if clusters is not None else "."),
+            f"95% CIs: percentile bootstrap with {n_boot} resamples of whole "
+            + ("patients" if clusters is not None else "images")
+            + " within each site, and within class profile for AUROC, sensitivity and "
+            "specificity; the ECE is debiased, with a basic bootstrap interval; the site "
+            "AUROC gap's interval is simultaneous over every pair of sites.",
             "Calibration is shown for the positive-class probability in equal-width bins.",
         ],
         references=REFERENCES,
         methods=(
             "AUROC (ties count one half), sensitivity, specificity, PPV and NPV at the operating "
             "threshold, the confusion matrix, a reliability table with expected calibration "
-            "error, and AUROC per acquisition site; every rate with a stratified (by class, by "
-            "patient) percentile-bootstrap 95% CI."
+            "error, and AUROC per acquisition site; every rate with a patient-level "
+            "percentile-bootstrap 95% CI."
         ),
     )
 
@@ -282,10 +307,15 @@ def _per_site(
         return table, policy.skipped(
             "performance.site_auroc_gap", desc, "fewer than two sites large enough to compare"
         )
-    best = max(aucs, key=lambda k: aucs[k][0])
-    worst = min(aucs, key=lambda k: aucs[k][0])
-    gap = aucs[best][0] - aucs[worst][0]
-    gap_ci = boot.ci(aucs[best][1] - aucs[worst][1])
+    names = list(aucs)
+    # The best and worst sites are picked from the data: a simultaneous interval over
+    # every pair of sites allows for it (medaudit.stats.range_interval).
+    res = range_interval(
+        np.array([aucs[k][0] for k in names]),
+        np.stack([aucs[k][1] for k in names], axis=1),
+        boot.confidence,
+    )
+    best, worst, gap, gap_ci = names[res.high], names[res.low], res.value, res.ci
     return table, policy.judge(
         "performance.site_auroc_gap",
         f"{desc} ({best} vs {worst})",
@@ -338,14 +368,7 @@ def _multiclass_section(predictions: Predictions, policy: Policy) -> Section:
     y = predictions.labels
     n_boot = int(policy.setting("n_bootstrap"))
     conf = float(policy.setting("confidence"))
-    clusters = (
-        predictions.meta["patient_id"].to_numpy()
-        if "patient_id" in predictions.meta.columns
-        else None
-    )
-    W = bootstrap_counts(
-        y, n_boot=n_boot, random_state=int(policy.setting("seed")), clusters=clusters
-    )
+    W = _resampling(y, predictions.meta, n_boot, int(policy.setting("seed")), conf).W
     rows, samples_all = [], []
     for k, name in enumerate(predictions.class_names):
         yk = y == k

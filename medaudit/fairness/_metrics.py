@@ -11,12 +11,13 @@ from dataclasses import dataclass
 
 from numpy.typing import ArrayLike
 
-from medaudit.stats import expected_calibration_error
+from medaudit.stats import calibration_error, expected_calibration_error
 
 __all__ = [
     "GAP_METRICS",
     "METRICS",
     "MetricSpec",
+    "calibration_error",
     "expected_calibration_error",
     "metric_spec",
     "underdiagnosis_rate",
@@ -40,6 +41,11 @@ class MetricSpec:
         The scikit-learn / Fairlearn function that computes the same number.
     description : str
         One line in words.
+    conditions_on_class : bool
+        True for metrics computed within one class (AUROC, sensitivity, specificity):
+        the bootstrap then keeps each group's class profile; False for metrics that
+        depend on the prevalence (PPV, selection rate, Brier score, ECE), whose bootstrap
+        lets the class mix vary.
     """
 
     name: str
@@ -47,6 +53,7 @@ class MetricSpec:
     higher_is_better: bool | None
     reference: str
     description: str
+    conditions_on_class: bool = False
 
 
 METRICS: dict[str, MetricSpec] = {
@@ -62,6 +69,7 @@ METRICS: dict[str, MetricSpec] = {
             True,
             "sklearn.metrics.roc_auc_score",
             "area under the ROC curve (ranking quality, threshold-free)",
+            conditions_on_class=True,
         ),
         MetricSpec(
             "true_positive_rate",
@@ -69,6 +77,7 @@ METRICS: dict[str, MetricSpec] = {
             True,
             "fairlearn.metrics.true_positive_rate",
             "fraction of patients with the finding who are flagged",
+            conditions_on_class=True,
         ),
         MetricSpec(
             "true_negative_rate",
@@ -76,6 +85,7 @@ METRICS: dict[str, MetricSpec] = {
             True,
             "fairlearn.metrics.true_negative_rate",
             "fraction of patients without the finding who are not flagged",
+            conditions_on_class=True,
         ),
         MetricSpec(
             "false_positive_rate",
@@ -83,6 +93,7 @@ METRICS: dict[str, MetricSpec] = {
             False,
             "fairlearn.metrics.false_positive_rate",
             "fraction of patients without the finding who are flagged",
+            conditions_on_class=True,
         ),
         MetricSpec(
             "false_negative_rate",
@@ -90,6 +101,7 @@ METRICS: dict[str, MetricSpec] = {
             False,
             "fairlearn.metrics.false_negative_rate",
             "fraction of patients with the finding who are missed",
+            conditions_on_class=True,
         ),
         MetricSpec(
             "ppv",
@@ -111,6 +123,7 @@ METRICS: dict[str, MetricSpec] = {
             True,
             "sklearn.metrics.balanced_accuracy_score",
             "mean of sensitivity and specificity",
+            conditions_on_class=True,
         ),
         MetricSpec(
             "brier_score",
@@ -123,8 +136,9 @@ METRICS: dict[str, MetricSpec] = {
             "ece",
             "ECE",
             False,
-            "10 equal-width bins, sum of |mean score - observed rate| weighted by bin size",
-            "expected calibration error",
+            "medaudit.stats.calibration_error (10 equal-width bins, the binned ECE of Guo "
+            "et al. with each bin's bias removed)",
+            "expected calibration error (debiased)",
         ),
         MetricSpec(
             "underdiagnosis_rate",
@@ -132,6 +146,7 @@ METRICS: dict[str, MetricSpec] = {
             False,
             "false negative rate of the finding (false positive rate of 'no finding')",
             "fraction of patients with a finding who are predicted 'no finding'",
+            conditions_on_class=True,
         ),
     )
 }
