@@ -18,9 +18,11 @@ from medaudit.registry import AuditContext, AuditSpec, register_audit
 from medaudit.report import Check, Figure, Policy, Section, Threshold
 from medaudit.stats import (
     bootstrap_counts,
+    bootstrap_interval,
     calibration_bins,
     calibration_error_interval,
     percentile_ci,
+    pseudo_replicates,
     range_interval,
     resampling_strata,
     weighted_auroc,
@@ -73,8 +75,11 @@ class _Boot:
     confidence: float
     clusters: np.ndarray | None
 
-    def ci(self, samples: np.ndarray) -> tuple[float, float]:
-        return percentile_ci(samples, self.confidence)
+    def ci(
+        self, point: float, samples: np.ndarray, kind: str = "logit", n: float | None = None
+    ) -> tuple[float, float]:
+        """Wilson-with-design-effect (``kind="proportion"``) or logit-basic interval."""
+        return bootstrap_interval(point, samples, kind=kind, n=n, confidence=self.confidence)
 
 
 def _resampling(
@@ -85,10 +90,13 @@ def _resampling(
     site = meta["site"].astype(str).to_numpy() if "site" in meta.columns else None
     counts = [
         bootstrap_counts(
-            resampling_strata(n_samples=len(y), groups=site, labels=y, by_class=by_class),
+            resampling_strata(
+                n_samples=len(y), groups=site, labels=y, by_class=by_class, clusters=clusters
+            ),
             n_boot=n_boot,
             random_state=np.random.default_rng([seed, by_class]),
             clusters=clusters,
+            rescaled=True,
         )
         for by_class in (True, False)
     ]
@@ -154,8 +162,10 @@ def performance_section(
     checks: list[Check] = []
     rows = []
 
-    def metric(name: str, point: float, samples: np.ndarray) -> tuple[float, tuple[float, float]]:
-        ci = boot.ci(samples)
+    def metric(
+        name: str, point: float, samples: np.ndarray, n: float | None = None
+    ) -> tuple[float, tuple[float, float]]:
+        ci = boot.ci(point, samples, "logit" if n is None else "proportion", n)
         rows.append({"metric": name, "value": point, "ci_low": ci[0], "ci_high": ci[1]})
         return point, ci
 
@@ -185,13 +195,22 @@ def performance_section(
             )
         )
     sens, _ = metric(
-        "Sensitivity (TPR)", float(_rate(ones, pred_pos, y)[0]), _rate(boot.W, pred_pos, y)
+        "Sensitivity (TPR)", float(_rate(ones, pred_pos, y)[0]), _rate(boot.W, pred_pos, y), n_pos
     )
     spec, _ = metric(
-        "Specificity (TNR)", float(_rate(ones, ~pred_pos, ~y)[0]), _rate(boot.W, ~pred_pos, ~y)
+        "Specificity (TNR)",
+        float(_rate(ones, ~pred_pos, ~y)[0]),
+        _rate(boot.W, ~pred_pos, ~y),
+        n_neg,
     )
-    metric("PPV", float(_rate(ones, y, pred_pos)[0]), _rate(boot.W_mix, y, pred_pos))
-    metric("NPV", float(_rate(ones, ~y, ~pred_pos)[0]), _rate(boot.W_mix, ~y, ~pred_pos))
+    n_flag = int(pred_pos.sum())
+    metric("PPV", float(_rate(ones, y, pred_pos)[0]), _rate(boot.W_mix, y, pred_pos), n_flag)
+    metric(
+        "NPV",
+        float(_rate(ones, ~y, ~pred_pos)[0]),
+        _rate(boot.W_mix, ~y, ~pred_pos),
+        len(y) - n_flag,
+    )
     # Debiased ECE with its basic bootstrap interval (medaudit.stats.calibration_error).
     ece, ece_ci = calibration_error_interval(
         y, s, boot.W_mix, n_bins=n_bins, clusters=clusters, confidence=conf
@@ -259,7 +278,8 @@ def performance_section(
             "AUROC (ties count one half), sensitivity, specificity, PPV and NPV at the operating "
             "threshold, the confusion matrix, a reliability table with expected calibration "
             "error, and AUROC per acquisition site; every rate with a patient-level "
-            "percentile-bootstrap 95% CI."
+            "bootstrap 95% CI (Wilson with the bootstrap's design effect for rates, "
+            "logit-scale basic for AUROC)."
         ),
     )
 
@@ -295,9 +315,13 @@ def _per_site(
                 f"{min_class} per class)"
             )
         else:
-            samples = weighted_auroc(y[mask], s[mask], boot.W[:, mask])
             point = float(weighted_auroc(y[mask], s[mask], np.ones((1, n)))[0])
-            lo, hi = boot.ci(samples)
+            samples = pseudo_replicates(
+                "logit",
+                np.array([point]),
+                weighted_auroc(y[mask], s[mask], boot.W[:, mask])[:, None],
+            )[:, 0]
+            lo, hi = boot.ci(point, samples, "percentile")
             row.update(auroc=point, ci_low=lo, ci_high=hi)
             aucs[site] = (point, samples)
         rows.append(row)
@@ -375,7 +399,7 @@ def _multiclass_section(predictions: Predictions, policy: Policy) -> Section:
         point = float(weighted_auroc(yk, predictions.scores[:, k], np.ones((1, len(y))))[0])
         samples = weighted_auroc(yk, predictions.scores[:, k], W)
         samples_all.append(samples)
-        lo, hi = percentile_ci(samples, conf)
+        lo, hi = bootstrap_interval(point, samples, kind="logit", confidence=conf)
         rows.append(
             {
                 "class": name,

@@ -32,6 +32,7 @@ from medaudit._stats._calibration import (
     CalibrationTest,
     calibration_error,
     calibration_error_interval,
+    calibration_p_values,
     calibration_terms,
     ece_pseudo_replicates,
     spiegelhalter_test,
@@ -42,6 +43,7 @@ from medaudit._stats._power import (
     required_sample_size,
     simultaneous_critical_value,
 )
+from medaudit._stats._pseudo import PSEUDO_KINDS, bootstrap_interval, pseudo_replicates
 from medaudit._stats._simultaneous import (
     GapInterval,
     SimultaneousIntervals,
@@ -53,6 +55,7 @@ from medaudit._stats._simultaneous import (
 
 __all__ = [
     "POWER_METRICS",
+    "PSEUDO_KINDS",
     "CalibrationTerms",
     "CalibrationTest",
     "GapInterval",
@@ -61,9 +64,11 @@ __all__ = [
     "adjust_pvalues",
     "auroc",
     "bootstrap_counts",
+    "bootstrap_interval",
     "calibration_bins",
     "calibration_error",
     "calibration_error_interval",
+    "calibration_p_values",
     "calibration_terms",
     "ece_pseudo_replicates",
     "expected_calibration_error",
@@ -72,6 +77,7 @@ __all__ = [
     "percentile_ci",
     "percentile_intervals",
     "permutation_pvalue",
+    "pseudo_replicates",
     "random_tables",
     "range_interval",
     "required_sample_size",
@@ -160,15 +166,15 @@ def bootstrap_counts(
     n_boot: int,
     random_state: int | np.random.Generator = 0,
     clusters: np.ndarray | None = None,
+    rescaled: bool = False,
 ) -> np.ndarray:
     """Resampling counts of a bootstrap of whole clusters, stratified by ``strata``.
 
     Each stratum keeps its number of clusters in every resample. With ``clusters``
     (patient ids), whole patients are drawn with replacement and every image of a drawn
     patient is counted. A patient is never split: one whose images fall in several
-    strata (a patient with a positive and a negative image when the strata are classes)
-    is resampled as a unit, among the patients whose images span the same strata.
-    Build ``strata`` with :func:`resampling_strata`.
+    strata is resampled as a unit, among the patients whose images span the same
+    strata. Build ``strata`` with :func:`resampling_strata`.
 
     Parameters
     ----------
@@ -179,10 +185,20 @@ def bootstrap_counts(
     random_state : int or Generator
     clusters : array-like of shape (n_samples,), optional
         Cluster id of each sample.
+    rescaled : bool
+        Rao & Wu's rescaled bootstrap: ``n - 1`` of a stratum's ``n`` clusters are
+        drawn and their counts multiplied by ``n / (n - 1)``, which removes the plain
+        bootstrap's ``(n - 1) / n`` shrinkage of the variance (it matters for strata of
+        a few patients). The counts are then not integers.
 
     Returns
     -------
     ndarray of shape (n_boot, n_samples), dtype float64
+
+    References
+    ----------
+    .. [1] Rao JNK, Wu CFJ. Resampling inference with complex survey data. J Am Stat
+           Assoc 83(401):231-241, 1988.
 
     Examples
     --------
@@ -210,9 +226,11 @@ def bootstrap_counts(
     counts = np.zeros((n_boot, n_units), dtype=np.float64)
     for st in np.unique(unit_stratum):
         members = np.flatnonzero(unit_stratum == st)
-        draws = rng.integers(0, len(members), size=(n_boot, len(members)))
-        rows = np.repeat(np.arange(n_boot), len(members))
-        np.add.at(counts, (rows, members[draws].ravel()), 1.0)
+        k = len(members)
+        m = k - 1 if rescaled and k > 1 else k
+        draws = rng.integers(0, k, size=(n_boot, m))
+        rows = np.repeat(np.arange(n_boot), m)
+        np.add.at(counts, (rows, members[draws].ravel()), k / m)
     out: np.ndarray = counts[:, unit]
     return out
 
@@ -240,15 +258,17 @@ def resampling_strata(
     groups: np.ndarray | None = None,
     labels: np.ndarray | None = None,
     by_class: bool = True,
+    clusters: np.ndarray | None = None,
 ) -> np.ndarray:
     """Strata of medaudit's bootstrap design, for :func:`bootstrap_counts`.
 
     Whole patients are resampled within each group, so every group keeps its number of
     patients. Metrics that condition on the class (AUROC, sensitivity, specificity) are
-    resampled ``by_class``: patients are also stratified by the classes of their images
-    (negative only, positive only, both), which keeps each class's size about fixed.
-    Metrics that depend on the prevalence (PPV, selection rate, Brier score, ECE) must
-    not be: ``by_class=False`` lets the class mix vary as it does between samples.
+    resampled ``by_class``: images by their class, or with ``clusters`` patients by
+    whether they have a positive image (a kind with fewer than two patients in a group
+    is pooled with the other), which keeps each class's size about fixed. Metrics that
+    depend on the prevalence (PPV, selection rate, Brier score, ECE) must not be:
+    ``by_class=False`` lets the class mix vary as it does between samples.
 
     Parameters
     ----------
@@ -258,6 +278,8 @@ def resampling_strata(
     labels : array-like of shape (n_samples,), optional
         Class of each image; required when ``by_class``.
     by_class : bool
+    clusters : array-like of shape (n_samples,), optional
+        Patient of each image.
 
     Returns
     -------
@@ -281,7 +303,20 @@ def resampling_strata(
     lab = _codes(np.asarray(labels))
     if len(lab) != n_samples:
         raise InvalidInputError("resampling_strata: labels must have one entry per sample.")
-    out: np.ndarray = g * (int(lab.max()) + 1 if n_samples else 1) + lab
+    if clusters is None:
+        out: np.ndarray = g * (int(lab.max()) + 1 if n_samples else 1) + lab
+        return out
+    # A patient's profile: has a positive (non-zero class) image or not, within its group.
+    unit = _codes(np.stack([g, _codes(np.asarray(clusters))]).T @ np.array([1, n_samples + 1]))
+    has_pos = np.zeros(int(unit.max()) + 1 if n_samples else 0, dtype=bool)
+    np.logical_or.at(has_pos, unit, lab > 0)
+    unit_group = np.zeros(len(has_pos), np.int64)
+    unit_group[unit] = g
+    kinds = np.zeros((int(g.max()) + 1 if n_samples else 0, 2), np.int64)
+    np.add.at(kinds, (unit_group, has_pos.astype(np.int64)), 1)
+    split = kinds.min(axis=1) >= 2  # pool a kind with fewer than two patients
+    prof = np.where(split[unit_group], has_pos.astype(np.int64), 0)
+    out = g * 2 + prof[unit]
     return out
 
 

@@ -1,4 +1,4 @@
-"""Percentile bootstrap intervals that hold jointly, and the gaps that follow from them.
+"""Bootstrap intervals that hold jointly, and the gaps between groups that follow.
 
 A gap between the best and the worst of several groups picks its two groups from the
 data, so the interval of that one difference is too narrow: with 8 groups and no real
@@ -8,21 +8,20 @@ whichever pair turns out to be extreme, its interval was already valid. The rang
 (max - min) then lies between the largest distance from 0 of any pairwise interval and
 the largest absolute bound.
 
-The simultaneous intervals are percentile intervals widened to a common depth until a
-fraction ``confidence`` of the bootstrap replicates fall inside every one of them
-(Mandel & Betensky 2008). They need no standard errors and keep the percentile
-interval's shape, so skewed quantities (rates near 0 or 1, calibration errors) are
-handled as well as symmetric ones. Each family comes with the p-value of the test
-dual to its intervals: ``p <= 1 - confidence`` exactly when some interval excludes
-zero, so an interval and its p-value never disagree.
+The simultaneous intervals are max-t intervals: ``estimate +- c * se`` for every
+quantity, ``se`` its bootstrap standard error and ``c`` the ``confidence`` quantile of
+the largest standardised deviation ``max_k |T*_k - t_k| / se_k`` over the replicates
+(Westfall & Young 1993; Hothorn et al. 2008). Each family comes with the p-value of the
+test dual to its intervals: ``p <= 1 - confidence`` exactly when some interval
+excludes zero, so an interval and its p-value never disagree.
 
 References
 ----------
-.. [1] Mandel M, Betensky RA. Simultaneous confidence intervals based on the percentile
-       bootstrap approach. Comput Stat Data Anal 52(4):2158-2165, 2008.
-.. [2] Westfall PH, Young SS. Resampling-Based Multiple Testing. Wiley, 1993.
-.. [3] Davison AC, Hinkley DV. Bootstrap Methods and their Application. Cambridge
-       University Press, 1997 (section 4.4: simultaneous confidence sets).
+.. [1] Westfall PH, Young SS. Resampling-Based Multiple Testing. Wiley, 1993.
+.. [2] Hothorn T, Bretz F, Westfall P. Simultaneous inference in general parametric
+       models. Biom J 50(3):346-363, 2008.
+.. [3] Romano JP, Wolf M. Exact and approximate stepdown methods for multiple
+       hypothesis testing. J Am Stat Assoc 100(469):94-108, 2005.
 """
 
 from __future__ import annotations
@@ -58,27 +57,28 @@ def _alpha(confidence: float, func: str) -> float:
 
 @dataclass(frozen=True)
 class SimultaneousIntervals:
-    """Joint percentile intervals of ``K`` quantities from ``B`` bootstrap replicates.
+    """Joint max-t intervals of ``K`` quantities from ``B`` bootstrap replicates.
 
     Attributes
     ----------
     low, high : ndarray of shape (n_quantities,)
-        Bounds; NaN when fewer than ``MIN_REPLICATES`` replicates are finite in every
-        column.
+        Bounds ``estimate -+ critical * se``; NaN when fewer than ``MIN_REPLICATES``
+        replicates are finite in every column.
     n_valid : int
         Replicates finite in every column (the others are dropped).
-    depth : int
-        Order statistic used: column ``k``'s interval is ``[x_k(depth), x_k(B+1-depth)]``.
+    critical : float
+        The critical value ``c`` (NaN when not computed).
     confidence : float
     """
 
     low: np.ndarray
     high: np.ndarray
     n_valid: int
-    depth: int
+    critical: float
     confidence: float
-    _sorted: np.ndarray
-    _min_depth: np.ndarray
+    _estimate: np.ndarray
+    _se: np.ndarray
+    _max_stats: np.ndarray
 
     def p_value(self, null: float | np.ndarray = 0.0) -> float:
         """P-value of "every quantity equals ``null``", dual to these intervals.
@@ -88,26 +88,29 @@ class SimultaneousIntervals:
         never 0 (its smallest value is ``1 / (n_valid + 1)``).
         """
         b = self.n_valid
-        if b == 0:
+        if b == 0 or not self._se.size:
             return math.nan
-        x = self._sorted
-        null_arr = np.broadcast_to(np.asarray(null, dtype=np.float64), (x.shape[1],))
-        below = (x <= null_arr).sum(axis=0)
-        above = (x >= null_arr).sum(axis=0)
-        e = int(np.minimum(below, above).min())  # depth of the null value
-        c = int(np.searchsorted(self._min_depth, e, side="right"))  # replicates at depth <= e
-        return (c + 1) / (b + 1)
+        null_arr = np.broadcast_to(np.asarray(null, dtype=np.float64), self._se.shape)
+        dev = np.abs(self._estimate - null_arr)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            t = np.where(self._se > 0, dev / np.where(self._se > 0, self._se, 1), 0.0)
+        t = np.where((self._se == 0) & (dev > 0), np.inf, t)
+        t_obs = float(t.max())
+        ge = b - int(np.searchsorted(self._max_stats, t_obs, side="left"))
+        return (ge + 1) / (b + 1)
 
 
 def simultaneous_intervals(
-    replicates: np.ndarray, confidence: float = 0.95
+    replicates: np.ndarray, estimate: np.ndarray, confidence: float = 0.95
 ) -> SimultaneousIntervals:
-    """Percentile intervals that jointly cover ``confidence`` of the replicates.
+    """Max-t intervals that hold jointly for every column, and their dual test.
 
     Parameters
     ----------
     replicates : array-like of shape (n_replicates, n_quantities)
         Bootstrap replicates; a row with a non-finite value is dropped.
+    estimate : array-like of shape (n_quantities,)
+        Point estimates (the centres of the intervals).
     confidence : float
         Joint coverage.
 
@@ -117,50 +120,55 @@ def simultaneous_intervals(
 
     References
     ----------
-    .. [1] Mandel M, Betensky RA. Comput Stat Data Anal 52(4):2158-2165, 2008.
+    .. [1] Hothorn T, Bretz F, Westfall P. Biom J 50(3):346-363, 2008.
 
     Examples
     --------
     >>> rng = np.random.default_rng(0)
     >>> r = rng.normal(size=(2000, 3))
-    >>> one = simultaneous_intervals(r[:, :1])
-    >>> three = simultaneous_intervals(r)
-    >>> bool(three.high[0] > one.high[0])  # wider: they hold for all three at once
+    >>> one = simultaneous_intervals(r[:, :1], np.zeros(1))
+    >>> three = simultaneous_intervals(r, np.zeros(3))
+    >>> round(float(one.critical), 1), round(float(three.critical), 1)  # z, then wider
+    (2.0, 2.4)
+    >>> three.p_value(0.0) > 0.05
     True
-    >>> round(float(np.mean(((r >= three.low) & (r <= three.high)).all(axis=1))), 2)
-    0.95
     """
     alpha = _alpha(confidence, "simultaneous_intervals")
     x = np.asarray(replicates, dtype=np.float64)
-    if x.ndim != 2:
+    est = np.asarray(estimate, dtype=np.float64)
+    if x.ndim != 2 or est.shape != (x.shape[1],):
         raise InvalidInputError(
-            f"simultaneous_intervals: replicates must be 2-d (replicates x quantities); "
-            f"got shape {x.shape}."
+            "simultaneous_intervals: replicates must be 2-d (replicates x quantities) with "
+            f"one estimate per column; got shapes {x.shape} and {est.shape}."
         )
     k = x.shape[1]
     x = x[np.isfinite(x).all(axis=1)] if x.size else x
     b = x.shape[0]
     nan = np.full(k, np.nan)
-    if b == 0 or k == 0:
-        return SimultaneousIntervals(nan, nan.copy(), b, 0, confidence, x, np.zeros(0))
-    order = np.argsort(x, axis=0, kind="stable")
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.arange(1, b + 1)[:, None], axis=0)
-    min_depth = np.sort(np.minimum(ranks, b + 1 - ranks).min(axis=1))
-    srt = np.take_along_axis(x, order, axis=0)
-    # The k-th smallest depth with k = floor(alpha (B + 1)) makes the interval's
-    # exclusion of a value coincide with p <= alpha for p = (c + 1) / (B + 1).
-    kk = int(math.floor(alpha * (b + 1) + 1e-9))
-    if b < MIN_REPLICATES or kk < 1:
-        return SimultaneousIntervals(nan, nan.copy(), b, 0, confidence, srt, min_depth)
-    t = int(min_depth[kk - 1])
-    return SimultaneousIntervals(srt[t - 1], srt[b - t], b, t, confidence, srt, min_depth)
+    if b < 2 or k == 0:
+        return SimultaneousIntervals(
+            nan, nan.copy(), b, math.nan, confidence, est, nan, np.zeros(0)
+        )
+    se = x.std(axis=0, ddof=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dev = np.abs(x - est) / np.where(se > 0, se, 1.0)
+    dev[:, se == 0] = 0.0
+    max_stats = np.sort(dev.max(axis=1))
+    # The j-th largest with j = floor(alpha (B + 1)) makes "some interval excludes the
+    # null" coincide with p <= alpha for p = (1 + #{max stat >= observed}) / (B + 1).
+    j = int(math.floor(alpha * (b + 1) + 1e-9))
+    if b < MIN_REPLICATES or j < 1:
+        return SimultaneousIntervals(nan, nan.copy(), b, math.nan, confidence, est, se, max_stats)
+    c = float(max_stats[b - j])
+    return SimultaneousIntervals(est - c * se, est + c * se, b, c, confidence, est, se, max_stats)
 
 
 def percentile_intervals(replicates: np.ndarray, confidence: float = 0.95) -> np.ndarray:
     """Marginal percentile interval of each column (NaNs ignored column by column).
 
-    The same order statistics as a one-column :func:`simultaneous_intervals`.
+    The order statistics ``x(t)`` and ``x(n + 1 - t)`` with ``t = ceil(floor(alpha (n +
+    1)) / 2)``, so the interval excludes a value exactly when a two-sided percentile test
+    at level ``alpha`` rejects it.
 
     Returns
     -------
@@ -273,7 +281,7 @@ def range_interval(
         fam_of.append(np.full(len(i), f))
     if not cols:
         return GapInterval(math.nan, (math.nan, math.nan), math.nan, -1, -1)
-    sim = simultaneous_intervals(np.concatenate(cols, axis=1), confidence)
+    sim = simultaneous_intervals(np.concatenate(cols, axis=1), np.concatenate(diff_pts), confidence)
     lo_b, hi_b = sim.low, sim.high
     dist0 = np.where((lo_b <= 0) & (hi_b >= 0), 0.0, np.minimum(np.abs(lo_b), np.abs(hi_b)))
     far = np.maximum(np.abs(lo_b), np.abs(hi_b))
@@ -282,7 +290,8 @@ def range_interval(
     # of several families in [max of lows, max of highs].
     lows = [dist0[fam == f].max() for f in np.unique(fam)]
     highs = [far[fam == f].max() for f in np.unique(fam)]
-    ci = (float(max(lows)), float(max(highs))) if sim.depth else (math.nan, math.nan)
+    done = math.isfinite(sim.critical)
+    ci = (float(max(lows)), float(max(highs))) if done else (math.nan, math.nan)
     return GapInterval(best[0], ci, sim.p_value(0.0), best[1], best[2])
 
 
@@ -327,6 +336,10 @@ def extreme_interval(
     pick = np.argmin if which == "min" else np.argmax
     red = np.min if which == "min" else np.max
     g = int(ok[int(pick(p[ok]))])
-    sim = simultaneous_intervals(np.asarray(replicates, np.float64)[:, ok], confidence)
-    ci = (float(red(sim.low)), float(red(sim.high))) if sim.depth else (math.nan, math.nan)
+    sim = simultaneous_intervals(np.asarray(replicates, np.float64)[:, ok], p[ok], confidence)
+    ci = (
+        (float(red(sim.low)), float(red(sim.high)))
+        if math.isfinite(sim.critical)
+        else (math.nan, math.nan)
+    )
     return GapInterval(float(p[g]), ci, math.nan, g, g)

@@ -46,9 +46,17 @@ SETTINGS: tuple[Setting, ...] = (
         maximum=1.0,
     ),
     Setting(
+        "p_method",
+        "bootstrap",
+        "Gap p-values: 'bootstrap' (the test dual to the gap's simultaneous CI) or "
+        "'permutation' (group labels permuted among patients).",
+        "str",
+        choices=("bootstrap", "permutation", "none"),
+    ),
+    Setting(
         "n_permutations",
         1000,
-        "Permutations behind each gap's p-value.",
+        "Permutations behind each gap's p-value (p_method = 'permutation').",
         "int",
         minimum=1,
     ),
@@ -97,6 +105,7 @@ def audit(ctx: AuditContext) -> Section:
         calibration=ctx.calibration,
         p_adjust=ctx.setting("fairness.p_adjust"),
         n_permutations=int(ctx.setting("fairness.n_permutations")),
+        p_method=ctx.setting("fairness.p_method"),
     )
 
 

@@ -17,8 +17,14 @@ of counts on the same support:
 The resampling design is the one of :func:`medaudit.stats.resampling_strata`: whole
 patients (all their images, both classes) within each group; for the metrics that
 condition on the class (``scheme="class"``) also within the patient's class profile
-(negative images only, positive only, both); for the metrics that depend on the
-prevalence (``scheme="group"``) not. Without patient ids every image is a patient.
+(with or without a positive image); for the metrics that depend on the prevalence
+(``scheme="group"``) not. Without patient ids every image is a patient. Each stratum of
+``n`` patients is resampled Rao & Wu's way: ``n - 1`` draws, counts scaled by
+``n / (n - 1)``, so that a group of 25 patients or a class of 6 images does not get an
+interval that is too narrow.
+
+References: Rao JNK, Wu CFJ. Resampling inference with complex survey data. J Am Stat
+Assoc 83(401):231-241, 1988.
 
 The cost of a resample is the size of the support (or the number of patients), not the
 number of rows, and all resamples of a chunk are evaluated at once as
@@ -33,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from medaudit.stats import calibration_bins, multinomial_counts, random_tables
+from medaudit.stats import calibration_bins, random_tables
 
 __all__ = [
     "CLASS_METRICS",
@@ -64,6 +70,7 @@ GROUP_METRICS: tuple[str, ...] = (
     "selection_rate",
     "brier_score",
     "ece_contribution",
+    "ece_share",
 )
 SCHEMES: tuple[str, ...] = ("class", "group")
 
@@ -73,7 +80,7 @@ class GroupUnits:
     """The patients of one group: images per (patient, class-0 code | class-1 code).
 
     ``matrix`` is sparse of shape (n_patients, n_codes_0 + n_codes_1); ``profile`` is
-    0 (negative images only), 1 (positive only) or 2 (both) per patient.
+    the patient's class-profile stratum (see :func:`_profiles`).
     """
 
     matrix: sp.csr_matrix
@@ -270,9 +277,20 @@ def _build_clustered(
         mat = sp.csr_matrix((cn, (row, cols)), shape=(n_units, offset))
         has = np.zeros((n_units, 2), dtype=bool)
         has[row, c_of] = True
-        profile = np.where(has[:, 0] & has[:, 1], 2, has[:, 1].astype(np.int64))
-        units.append(GroupUnits(mat, profile, len(codes_l[0][g])))
+        units.append(GroupUnits(mat, _profiles(has[:, 1]), len(codes_l[0][g])))
     return Hist(grid, n_groups, codes_l, counts_l, units, float(threshold), n_bins)
+
+
+def _profiles(has_positive: np.ndarray) -> np.ndarray:
+    """Class profile of each patient: 1 with a positive image, 0 without.
+
+    Patients with and without a positive image are resampled separately for the class
+    metrics; if one kind has fewer than two patients it cannot vary, so the group's
+    patients are then resampled together.
+    """
+    prof = has_positive.astype(np.int64)
+    counts = np.bincount(prof, minlength=2)
+    return prof if counts.min() >= 2 else np.zeros_like(prof)
 
 
 def _dense_ok(size: int, total: int) -> bool:
@@ -342,8 +360,8 @@ def evaluate(
     -------
     dict of str to ndarray of shape (n_rows, n_groups + 1)
         Column ``g`` is group ``g``; the last column is all groups together.
-        ``ece_contribution`` has shape (n_rows, n_groups + 1, n_bins): each calibration
-        bin's share of the mean residual ``p - y``.
+        ``ece_contribution`` and ``ece_share`` have shape (n_rows, n_groups + 1, n_bins):
+        each calibration bin's share of the mean residual ``p - y``, and of the images.
     """
     out: dict[str, np.ndarray] = {}
     if scheme in (None, "class"):
@@ -409,6 +427,7 @@ def _group_metrics(h: Hist, w: list[list[np.ndarray]]) -> dict[str, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         brier = (s1[..., 3] - 2.0 * s1[..., 2] + n1 + s0[..., 3]) / tot
         contrib = (s0[..., 4 + j :] + s1[..., 4 + j :] - s1[..., 4 : 4 + j]) / tot[..., None]
+        share = (s0[..., 4 : 4 + j] + s1[..., 4 : 4 + j]) / tot[..., None]
         return {
             "count": tot,
             "prevalence": n1 / tot,
@@ -416,6 +435,7 @@ def _group_metrics(h: Hist, w: list[list[np.ndarray]]) -> dict[str, np.ndarray]:
             "selection_rate": sel / tot,
             "brier_score": brier,
             "ece_contribution": contrib,
+            "ece_share": share,
         }
 
 
@@ -430,15 +450,26 @@ def _chunk_size(h: Hist, n_boot: int, budget_bytes: float = 2.0e8) -> int:
 
 
 def _resample(counts: np.ndarray, b: int, rng: np.random.Generator) -> np.ndarray:
-    """Multinomial resample counts; by drawing rows when values are mostly distinct.
+    """Rescaled bootstrap counts of one stratum given as counts over its support.
 
-    Both are the same distribution; a multinomial costs about twice as much per support
-    point as a row draw, so rows are drawn when there are fewer than two per point.
+    Rao & Wu's rescaling: ``n - 1`` items are drawn with replacement and their counts
+    multiplied by ``n / (n - 1)``, which makes the bootstrap variance of a mean unbiased
+    (the plain bootstrap's is ``(n - 1) / n`` of it, which matters for a group of a few
+    patients or a class of a few images). A multinomial costs about twice as much per
+    support point as a row draw, so rows are drawn when there are fewer than two per
+    point; both are the same distribution.
     """
     n = int(round(counts.sum()))
     k = len(counts)
-    if n == 0 or n >= 2 * k:
-        return multinomial_counts(counts, n_boot=b, random_state=rng)
+    if n < 2:
+        return np.repeat(counts[None, :].astype(np.float64), b, axis=0)
+    m = n - 1
+    if m >= 2 * k:
+        p = counts / n
+        drawn = np.zeros((b, k))
+        nz = np.flatnonzero(counts)
+        drawn[:, nz] = rng.multinomial(m, p[nz] / p[nz].sum(), size=b)
+        return drawn * (n / m)
     item = np.repeat(np.arange(k), counts.astype(np.int64))
     return _row_counts(item, k, n, b, rng)
 
@@ -446,31 +477,41 @@ def _resample(counts: np.ndarray, b: int, rng: np.random.Generator) -> np.ndarra
 def _row_counts(
     item: np.ndarray | None, k: int, n: int, b: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """Counts over ``k`` values of ``b`` resamples of ``n`` rows drawn with replacement.
+    """Rescaled bootstrap counts over ``k`` values: ``n - 1`` of ``n`` rows drawn, x n/(n-1).
 
     ``item[i]`` is the value of row ``i`` (row ``i`` itself when None).
     """
+    if n < 2:
+        out1 = np.zeros((b, k))
+        if n == 1:
+            out1[:, 0 if item is None else int(item[0])] = 1.0
+        return out1
+    m = n - 1
     dtype = np.int64 if n > 2**31 - 1 else np.int32
-    if b * n <= 4_000_000:  # all rows at once: one bincount over (resample, value) cells
-        draws = rng.integers(0, n, size=(b, n), dtype=dtype)
+    if b * m <= 4_000_000:  # all rows at once: one bincount over (resample, value) cells
+        draws = rng.integers(0, n, size=(b, m), dtype=dtype)
         vals = draws if item is None else item[draws]
         cells = (np.arange(b, dtype=np.int64)[:, None] * k + vals).ravel()
-        return np.bincount(cells, minlength=b * k).reshape(b, k).astype(np.float64)
-    out = np.empty((b, k))
-    for r in range(b):  # one row at a time keeps the counts array in cache
-        d = rng.integers(0, n, size=n, dtype=dtype)
-        out[r] = np.bincount(d if item is None else item[d], minlength=k)
-    return out
+        counts = np.bincount(cells, minlength=b * k).reshape(b, k).astype(np.float64)
+    else:
+        counts = np.empty((b, k))
+        for r in range(b):  # one row at a time keeps the counts array in cache
+            d = rng.integers(0, n, size=m, dtype=dtype)
+            counts[r] = np.bincount(d if item is None else item[d], minlength=k)
+    return counts * (n / m)
 
 
 def _draw_units(u: GroupUnits, scheme: str, b: int, rng: np.random.Generator) -> np.ndarray:
-    """Patients drawn with replacement: counts of shape (b, n_patients)."""
+    """Patients drawn with replacement (rescaled counts) of shape (b, n_patients).
+
+    ``scheme="class"`` keeps the number of patients with and without a positive image
+    (when each kind has at least two patients).
+    """
     n_units = u.matrix.shape[0]
-    if scheme == "group":
-        return _row_counts(None, n_units, n_units, b, rng)
+    strata = u.profile if scheme == "class" else np.zeros(n_units, np.int64)
     drawn = np.zeros((b, n_units))
-    for prof in np.unique(u.profile):
-        members = np.flatnonzero(u.profile == prof)
+    for prof in np.unique(strata):
+        members = np.flatnonzero(strata == prof)
         drawn[:, members] = _row_counts(None, len(members), len(members), b, rng)
     return drawn
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from medaudit._stats._calibration import squared_ece_from_contributions
 from medaudit.fairness._engine import (
     SCHEMES,
     Hist,
@@ -51,10 +52,12 @@ from medaudit.fairness._results import GroupMetrics
 from medaudit.fairness._settings import GroupMetricsSettings, settings_from
 from medaudit.stats import (
     CalibrationTerms,
+    calibration_p_values,
     calibration_terms,
     ece_pseudo_replicates,
     percentile_intervals,
     permutation_pvalue,
+    pseudo_replicates,
 )
 
 __all__ = ["GroupMetricsSettings", "group_metrics"]
@@ -76,7 +79,17 @@ TABLE_COLUMNS = [
     "group_status",
     "group_reason",
 ]
-CALIBRATION_COLUMNS = ["attribute", "class", "group", "n", "z", "p_value", "status"]
+CALIBRATION_COLUMNS = [
+    "attribute",
+    "class",
+    "group",
+    "n",
+    "ece",
+    "p_value",
+    "spiegelhalter_z",
+    "spiegelhalter_p",
+    "status",
+]
 NOTE_BINNED = (
     "Bootstrap CIs were computed on scores binned to {max_bins} quantile bins (threshold "
     "and calibration-bin edges kept exact; AUROC and Brier replicates shifted to the exact "
@@ -85,8 +98,8 @@ NOTE_BINNED = (
 )
 NOTE_PATIENTS = (
     "The bootstrap resamples whole patients (all their images, both classes) within each "
-    "group; for AUROC, sensitivity and specificity also within the patient's class profile "
-    "(negative images only, positive only, both)."
+    "group (Rao-Wu rescaled); for AUROC, sensitivity and specificity also within the "
+    "patient's class profile (with or without a positive image)."
 )
 NOTE_P_BOOTSTRAP = (
     "Gap p-values: the bootstrap test dual to the simultaneous CI (p <= {alpha:g} exactly "
@@ -218,16 +231,42 @@ def _prepare(sc: _Scores, g: Grouping, st: GroupMetricsSettings, clusters: Any) 
     return _Grouped(sc, g, h, hb, terms, point)
 
 
+def _denominators(gd: _Grouped) -> dict[str, np.ndarray]:
+    """Images each rate is a fraction of, per group and overall (Wilson's ``n``)."""
+    cc = gd.h.class_counts()
+    n0 = np.r_[cc[0], cc[0].sum()]
+    n1 = np.r_[cc[1], cc[1].sum()]
+    n = n0 + n1
+    flagged = gd.point["selection_rate"] * n
+    by_class = {"true_positive_rate": n1, "false_negative_rate": n1}
+    by_class.update(true_negative_rate=n0, false_positive_rate=n0)
+    return {"prevalence": n, "selection_rate": n, "ppv": flagged, **by_class}
+
+
 def _replicates(gd: _Grouped, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Bootstrap replicates of every metric: class metrics by class profile, others not."""
-    reps: dict[str, np.ndarray] = {}
+    """Pseudo-replicates of every metric (class metrics resampled by class profile).
+
+    Their percentiles are the metric's CI (Wilson with a design effect for rates, basic
+    on the logit scale for AUROC, balanced accuracy and Brier score, the debiased ECE's
+    basic interval); they stay paired resample by resample for the gaps.
+    """
+    raw: dict[str, np.ndarray] = {}
     for scheme in SCHEMES:
-        reps.update(_collect(iter_bootstrap(gd.hb, n, rng, scheme)))
+        raw.update(_collect(iter_bootstrap(gd.hb, n, rng, scheme)))
     if gd.hb is not gd.h:  # binned: shift threshold-free replicates to the exact estimate
         bpoint = evaluate(gd.hb, gd.hb.base_weights())
         for k in ("auroc", "brier_score"):
-            reps[k] = reps[k] + (gd.point[k] - bpoint[k][0])[None, :]
-    reps["ece"] = ece_pseudo_replicates(reps.pop("ece_contribution"), gd.terms)
+            raw[k] = raw[k] + (gd.point[k] - bpoint[k][0])[None, :]
+    reps: dict[str, np.ndarray] = {}
+    reps["ece"], reps["ece_squared"] = ece_pseudo_replicates(
+        raw.pop("ece_contribution"), raw.pop("ece_share"), gd.terms
+    )
+    denom = _denominators(gd)
+    for m, spec in METRICS.items():
+        if m in ("ece", "underdiagnosis_rate"):
+            continue
+        kind = spec.interval if spec.interval in ("proportion", "logit") else "percentile"
+        reps[m] = pseudo_replicates(kind, gd.point[m], raw[m], denom.get(m))
     reps["underdiagnosis_rate"] = reps[gd.sc.task.underdiagnosis]
     return reps
 
@@ -277,7 +316,10 @@ def _permutation_p(
 
     def stats(d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if "ece_contribution" in d:  # the plug-in ECE: any statistic is exact under the null
-            d = {**d, "ece": np.abs(d["ece_contribution"]).sum(axis=2)}
+            d = {
+                **d,
+                "ece": squared_ece_from_contributions(d["ece_contribution"], d["ece_share"], 0.0),
+            }
         return _range_stats(d, len(eligible))
 
     obs = stats(evaluate(h, h.base_weights()))
@@ -335,28 +377,46 @@ def _group_rows(
     return rows
 
 
-def _calibration_rows(gd: _Grouped, reasons: list[str]) -> list[dict[str, Any]]:
+def _group_calibration_p(gd: _Grouped, reps: dict[str, np.ndarray] | None) -> np.ndarray:
+    """Per group (then all rows), p-value of "calibrated": dual to the ECE's interval.
+
+    Spiegelhalter's z when there are no bootstrap replicates.
+    """
+    if reps is None:
+        return gd.terms.p_value
+    return calibration_p_values(reps["ece_squared"])
+
+
+def _calibration_rows(
+    gd: _Grouped, reasons: list[str], reps: dict[str, np.ndarray] | None
+) -> list[dict[str, Any]]:
     g, t = gd.grouping, gd.terms
     cc = gd.h.class_counts()
-    return [
-        {
-            "attribute": g.name,
-            "class": gd.sc.task.name,
-            "group": lab,
-            "n": int(cc[0, i] + cc[1, i]),
-            "z": float(t.z[i]) if not reasons[i] else math.nan,
-            "p_value": float(t.p_value[i]) if not reasons[i] else math.nan,
-            "status": "skipped" if reasons[i] else "ok",
-        }
-        for i, lab in enumerate(g.labels)
-    ]
+    p = _group_calibration_p(gd, reps)
+    rows = []
+    for i, lab in enumerate(g.labels):
+        ok = not reasons[i]
+        rows.append(
+            {
+                "attribute": g.name,
+                "class": gd.sc.task.name,
+                "group": lab,
+                "n": int(cc[0, i] + cc[1, i]),
+                "ece": float(gd.point["ece"][i]) if ok else math.nan,
+                "p_value": float(p[i]) if ok else math.nan,
+                "spiegelhalter_z": float(t.z[i]) if ok else math.nan,
+                "spiegelhalter_p": float(t.p_value[i]) if ok else math.nan,
+                "status": "ok" if ok else "skipped",
+            }
+        )
+    return rows
 
 
-def _calibration_p(terms: CalibrationTerms, eligible: list[int]) -> float:
+def _calibration_p(p: np.ndarray, eligible: list[int]) -> float:
     """Bonferroni p-value of "every eligible group is calibrated"."""
-    p = terms.p_value[eligible]
-    p = p[np.isfinite(p)]
-    return float(min(1.0, p.min() * len(p))) if p.size else math.nan
+    q = p[eligible]
+    q = q[np.isfinite(q)]
+    return float(min(1.0, q.min() * len(q))) if q.size else math.nan
 
 
 @dataclass
@@ -385,6 +445,7 @@ def _evidence(
 ) -> GroupingEvidence:
     n_g = len(gd.grouping.labels)
     eligible = [i for i in range(n_g) if not reasons[i]]
+    calibration_p = _calibration_p(_group_calibration_p(gd, reps), eligible)
     if reps is None:
         reps = {k: np.full((1, n_g + 1), np.nan) for k in gd.point}
     return GroupingEvidence(
@@ -394,7 +455,7 @@ def _evidence(
         reps=reps,
         eligible=eligible,
         reasons=reasons,
-        calibration_p=_calibration_p(gd.terms, eligible),
+        calibration_p=calibration_p,
         confidence=run.st.confidence,
         es_variant=run.st.es_auc_variant,
         permutation_p=perm_p,
@@ -605,7 +666,7 @@ def group_metrics(
             res = _grouping(sc, g, run)
             hists[(sc.task.name, g.name)] = res.gd.h
             rows += _group_rows(res.gd, res.reps, res.reasons, st.confidence)
-            calib += _calibration_rows(res.gd, res.reasons)
+            calib += _calibration_rows(res.gd, res.reasons, res.reps)
             gaps += res.gaps
     gap_table = adjust_gap_pvalues(
         pd.DataFrame(gaps, columns=GAP_COLUMNS), st.p_adjust, st.p_family

@@ -46,6 +46,11 @@ class MetricSpec:
         the bootstrap then keeps each group's class profile; False for metrics that
         depend on the prevalence (PPV, selection rate, Brier score, ECE), whose bootstrap
         lets the class mix vary.
+    interval : {"proportion", "logit", "ece", "none"}
+        How its CI is read from the bootstrap (see
+        :func:`medaudit.stats.pseudo_replicates`): Wilson with a bootstrap design effect
+        for rates, the basic interval on the logit scale for AUROC, balanced accuracy
+        and Brier score, the debiased ECE's own interval, none for counts.
     """
 
     name: str
@@ -54,12 +59,15 @@ class MetricSpec:
     reference: str
     description: str
     conditions_on_class: bool = False
+    interval: str = "proportion"
 
 
 METRICS: dict[str, MetricSpec] = {
     m.name: m
     for m in (
-        MetricSpec("count", "n", None, "fairlearn.metrics.count", "number of images"),
+        MetricSpec(
+            "count", "n", None, "fairlearn.metrics.count", "number of images", interval="none"
+        ),
         MetricSpec(
             "prevalence", "prevalence", None, "numpy.mean(y_true)", "fraction with the finding"
         ),
@@ -70,6 +78,7 @@ METRICS: dict[str, MetricSpec] = {
             "sklearn.metrics.roc_auc_score",
             "area under the ROC curve (ranking quality, threshold-free)",
             conditions_on_class=True,
+            interval="logit",
         ),
         MetricSpec(
             "true_positive_rate",
@@ -124,6 +133,7 @@ METRICS: dict[str, MetricSpec] = {
             "sklearn.metrics.balanced_accuracy_score",
             "mean of sensitivity and specificity",
             conditions_on_class=True,
+            interval="logit",
         ),
         MetricSpec(
             "brier_score",
@@ -131,14 +141,16 @@ METRICS: dict[str, MetricSpec] = {
             False,
             "sklearn.metrics.brier_score_loss",
             "mean squared error of the predicted probability",
+            interval="logit",
         ),
         MetricSpec(
             "ece",
             "ECE",
             False,
-            "medaudit.stats.calibration_error (10 equal-width bins, the binned ECE of Guo "
-            "et al. with each bin's bias removed)",
-            "expected calibration error (debiased)",
+            "medaudit.stats.calibration_error (10 equal-width bins; Guo et al.'s binned "
+            "ECE in root-mean-square form, with each bin's bias removed)",
+            "root-mean-square calibration error, debiased (Kumar et al. 2019)",
+            interval="ece",
         ),
         MetricSpec(
             "underdiagnosis_rate",

@@ -29,18 +29,21 @@ class GapResult:
     Attributes
     ----------
     attribute, metric, kind : str
-        What is compared (``kind`` is ``"difference"`` = highest - lowest group, or
-        ``"worst_to_overall"``).
+        What is compared (``kind`` is ``"difference"`` = highest - lowest group,
+        ``"worst_to_overall"`` or ``"worst_group"``).
     value : float
         The gap (NaN only when ``status`` is ``"skipped"``).
     ci : tuple of (float, float)
-        Bootstrap percentile interval at ``confidence``.
+        Bootstrap interval at ``confidence``, simultaneous over the groups so that it
+        allows for the extreme groups being picked from the data.
     p_value : float
-        Permutation p-value for "the gap is zero" (NaN when not tested).
+        Adjusted p-value of "the metric is equal in every group", from the test dual to
+        the interval (or a permutation test); NaN when not tested.
     group_high, group_low, worst_group : str
         Groups behind the gap.
     table : DataFrame
-        One row per group: ``group, n, n_pos, value, ci_low, ci_high, status, reason``.
+        One row per group: ``group, n, n_pos, n_patients, value, ci_low, ci_high,
+        status, reason``.
     status : {"ok", "skipped"}
     reason : str
     confidence : float
@@ -123,8 +126,9 @@ class GroupMetrics:
         simultaneous CI: ``p <= 1 - confidence`` exactly when the CI excludes 0),
         ``"permutation"`` (group labels permuted among patients) or ``"none"``.
     calibration : DataFrame
-        Spiegelhalter's test of "calibrated" per group: ``attribute, class, group, n,
-        z, p_value``.
+        Tests of "calibrated" per group: ``attribute, class, group, n, ece, p_value``
+        (the test dual to the ECE's interval: ``p <= 1 - confidence`` when the interval
+        excludes 0), ``spiegelhalter_z, spiegelhalter_p`` (Spiegelhalter's z), ``status``.
     """
 
     table: pd.DataFrame
@@ -198,7 +202,7 @@ class GroupMetrics:
         t = self.table
         t = t[(t["attribute"] == attribute) & (t["class"] == cls) & (t["metric"] == base)]
         table = t[
-            ["group", "n", "n_pos", "value", "ci_low", "ci_high", "status", "reason"]
+            ["group", "n", "n_pos", "n_patients", "value", "ci_low", "ci_high", "status", "reason"]
         ].reset_index(drop=True)
         return GapResult(
             attribute=attribute,

@@ -240,9 +240,29 @@ def _checks(gm: GroupMetrics, policy: Policy) -> list[Check]:
                     advice=advice.format(worst=r["worst_group"] or "one group"),
                     default=default,
                 )
+                chk = _judge_calibration(chk, r, gm)
                 reason = "; ".join(x for x in (chk.reason, _verdict_reason(chk, r, gm)) if x)
                 out.append(dataclasses.replace(chk, reason=reason))
     return out
+
+
+def _judge_calibration(chk: Check, r: pd.Series, gm: GroupMetrics) -> Check:
+    """A calibration gap is judged on the test whose null is "every group is calibrated".
+
+    An ECE gap whose CI straddles the threshold while no group is shown miscalibrated
+    is no finding: the check passes, saying why (a calibrated model then warns in at
+    most 1 - confidence of audits, whatever the group sizes).
+    """
+    p = r.get("calibration_p", math.nan)
+    alpha = 1 - gm.confidence
+    if r["metric"] != "ece" or chk.status != "inconclusive" or not (p > alpha):
+        return chk
+    return dataclasses.replace(
+        chk,
+        status="pass",
+        reason=f"no group is shown to be miscalibrated (test of calibration, p = {p:.2g} "
+        "Bonferroni-adjusted over the groups)",
+    )
 
 
 def _verdict_reason(chk: Check, r: pd.Series, gm: GroupMetrics) -> str:
@@ -251,7 +271,8 @@ def _verdict_reason(chk: Check, r: pd.Series, gm: GroupMetrics) -> str:
     parts = []
     p = r.get("p_adjusted", math.nan)
     if isinstance(p, float) and math.isfinite(p):
-        parts.append(f"permutation p = {p:.3g} ({gm.p_adjust}-adjusted)")
+        test = "permutation" if gm.p_method == "permutation" else "bootstrap"
+        parts.append(f"{test} p = {p:.3g} ({gm.p_adjust}-adjusted)")
     return "; ".join(x for x in parts if x)
 
 
@@ -293,6 +314,7 @@ def fairness_section(
     mitigation: str | None = "equalized_odds",
     p_adjust: str = "holm",
     n_permutations: int = 1000,
+    p_method: str = "bootstrap",
     figures: bool = True,
 ) -> Section:
     """Audit subgroup performance and return the report's ``fairness`` section.
@@ -325,6 +347,8 @@ def fairness_section(
         Constraint of the ThresholdOptimizer suggestion (needs ``calibration``).
     p_adjust : {"holm", "bh", "none"}
     n_permutations : int
+    p_method : {"bootstrap", "permutation", "none"}
+        Gap p-values: the test dual to the gap's CI, or a permutation test of patients.
     figures : bool
         Draw the ROC curves and the forest plot.
 
@@ -374,7 +398,10 @@ def fairness_section(
         n_boot=int(policy.setting("n_bootstrap")),
         confidence=float(policy.setting("confidence")),
         n_permutations=n_permutations,
+        p_method=p_method,
         p_adjust=p_adjust,
+        # Adjust over the gaps the checks report, not every gap in the table.
+        p_family=tuple(m for m, k, *_ in CHECK_KINDS.values() if k == "difference"),
         min_group_size=int(policy.setting("min_group_size")),
         min_class_count=int(policy.setting("min_class_count")),
         random_state=int(policy.setting("seed")),
@@ -511,13 +538,23 @@ def fairness_section(
     summary = _summary(gm, checks)
     methods = (
         f"Per-group metrics at operating threshold {thr:.4g} (predicted positive = score >= "
-        f"threshold) for {', '.join(gm.attributes)}. {gm.confidence:.0%} CIs: percentile "
-        f"bootstrap ({gm.n_boot} resamples) within each group x class stratum"
-        + (", resampling whole patients" if pid is not None else "")
-        + ". A gap is the difference between the highest and lowest group (identities fixed "
-        f"at the point estimate). p-values: {n_permutations} permutations of group labels "
-        f"within each class (statistic max - min), {gm.p_adjust}-adjusted across all gaps "
-        f"tested. Groups with fewer than {policy.setting('min_group_size')} images or fewer "
+        f"threshold) for {', '.join(gm.attributes)}. {gm.confidence:.0%} CIs: bootstrap "
+        f"({gm.n_boot} resamples) of whole "
+        + ("patients" if pid is not None else "images")
+        + " within each group (and within class profile for AUROC, sensitivity and "
+        "specificity); Wilson intervals with the bootstrap's design effect for rates, "
+        "logit-scale basic intervals for AUROC and the Brier score, a debiased ECE. A gap "
+        "is the difference between the highest and lowest group; its CI is simultaneous "
+        "over every pair of groups (max-t), so it allows for the pair being picked from the "
+        "data. p-values: "
+        + (
+            f"{n_permutations} permutations of group labels among patients"
+            if gm.p_method == "permutation"
+            else "the bootstrap test dual to the gap's CI"
+        )
+        + f", {gm.p_adjust}-adjusted across the gaps the checks report. The ECE gap passes "
+        "when no group is shown to be miscalibrated. Groups with fewer than "
+        f"{policy.setting('min_group_size')} images or fewer "
         f"than {policy.setting('min_class_count')} of a class are skipped."
     )
     skipped_groups = gm.table[
