@@ -43,7 +43,12 @@ from medaudit._stats._power import (
     required_sample_size,
     simultaneous_critical_value,
 )
-from medaudit._stats._pseudo import PSEUDO_KINDS, bootstrap_interval, pseudo_replicates
+from medaudit._stats._pseudo import (
+    PSEUDO_KINDS,
+    bootstrap_interval,
+    pseudo_replicates,
+    small_sample_widen,
+)
 from medaudit._stats._simultaneous import (
     GapInterval,
     SimultaneousIntervals,
@@ -84,6 +89,7 @@ __all__ = [
     "resampling_strata",
     "simultaneous_critical_value",
     "simultaneous_intervals",
+    "small_sample_widen",
     "spiegelhalter_test",
     "weighted_auroc",
     "weighted_expected_calibration_error",

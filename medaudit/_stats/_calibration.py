@@ -147,20 +147,22 @@ def calibration_terms(
         c = s1 / size[:, None]
     # c_b is the ratio sum_u S_ub / sum_u n_u over clusters u; its linearised variance is
     # U / (U - 1) * sum_u (S_ub - c_b n_u)^2 / N^2.
-    if clusters is None:
-        uid = np.arange(n)
+    if clusters is None:  # every image its own patient: one (patient, bin) cell each
+        n_u = np.ones(n)
+        unit_group = g
+        pairs = _Pairs(unit=np.arange(n), cell=cell, s=r, n=n_u)
     else:
         uid = _codes(np.stack([g, _codes(np.asarray(clusters))]).T @ np.array([1, n + 1]))
-    n_u = np.bincount(uid).astype(np.float64)
-    unit_group = np.zeros(len(n_u), np.int64)
-    unit_group[uid] = g
-    ub, inv = np.unique(uid * n_bins + b, return_inverse=True)
-    pairs = _Pairs(
-        unit=ub // n_bins,
-        cell=unit_group[ub // n_bins] * n_bins + ub % n_bins,
-        s=np.bincount(inv.ravel(), weights=r),
-        n=np.bincount(inv.ravel()).astype(np.float64),
-    )
+        n_u = np.bincount(uid).astype(np.float64)
+        unit_group = np.zeros(len(n_u), np.int64)
+        unit_group[uid] = g
+        ub, inv = np.unique(uid * n_bins + b, return_inverse=True)
+        pairs = _Pairs(
+            unit=ub // n_bins,
+            cell=unit_group[ub // n_bins] * n_bins + ub % n_bins,
+            s=np.bincount(inv.ravel(), weights=r),
+            n=np.bincount(inv.ravel()).astype(np.float64),
+        )
     s2 = np.bincount(pairs.cell, weights=pairs.s**2, minlength=n_g * n_bins).reshape(n_g, n_bins)
     sn = np.bincount(pairs.cell, weights=pairs.s * n_u[pairs.unit], minlength=n_g * n_bins).reshape(
         n_g, n_bins
@@ -211,6 +213,8 @@ def _jackknife_sd(
         a_b = np.where(cnt > 0, s1**2 / cnt, 0.0)
         v_b = np.where(cnt > 0, var / cnt, 0.0)
     a_g, vn_g = a_b.sum(axis=1), v_b.sum(axis=1)
+    if len(n_u) == len(pairs.s) and len(unit_group) == len(pairs.s) and np.all(pairs.n == 1):
+        return _jackknife_sd_images(pairs, s1, cnt, var, size, a_b, v_b, a_g, vn_g)
     g_u = unit_group
     big_n = size[g_u] - n_u  # N without the patient
     flat_a, flat_v = a_b.ravel()[pairs.cell], v_b.ravel()[pairs.cell]
@@ -236,6 +240,46 @@ def _jackknife_sd(
     dev = np.bincount(g_u[ok], weights=(t[ok] - mean[g_u[ok]]) ** 2, minlength=n_g)
     out: np.ndarray = np.where(k > 1, np.sqrt((k - 1) / np.maximum(k, 1) * dev), np.nan)
     del n_bins
+    return out
+
+
+def _jackknife_sd_images(
+    pairs: _Pairs,
+    s1: np.ndarray,
+    cnt: np.ndarray,
+    var: np.ndarray,
+    size: np.ndarray,
+    a_b: np.ndarray,
+    v_b: np.ndarray,
+    a_g: np.ndarray,
+    vn_g: np.ndarray,
+) -> np.ndarray:
+    """:func:`_jackknife_sd` when every image is its own patient, from per-cell moments.
+
+    Leaving out image ``i`` of bin ``b`` gives ``C_b + D_b (S_b - r_i)^2``, so the
+    jackknife variance needs only the sums of ``(S_b - r_i)^2`` and its square per cell.
+    """
+    n_g, n_b = s1.shape
+    big = size[:, None] - 1.0  # N - 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        left = cnt - 1.0
+        d = np.where(left > 0, 1.0 / (big * left), 0.0)
+        c = (
+            (a_g[:, None] - a_b) / big
+            - big * (vn_g[:, None] - v_b)
+            - np.where(left > 0, var * big / left, 0.0)
+        )
+    e = (s1.ravel()[pairs.cell] - pairs.s) ** 2
+    m1 = np.bincount(pairs.cell, weights=e, minlength=n_g * n_b).reshape(n_g, n_b)
+    m2 = np.bincount(pairs.cell, weights=e * e, minlength=n_g * n_b).reshape(n_g, n_b)
+    c = np.where(cnt > 0, c, 0.0)
+    # sum_i t_i and sum_i t_i^2 per group, t_i = c + d e_i over the images of each cell.
+    s_t = (cnt * c + d * m1).sum(axis=1)
+    s_t2 = (cnt * c * c + 2 * c * d * m1 + d * d * m2).sum(axis=1)
+    k = size
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dev = np.maximum(s_t2 - s_t**2 / k, 0.0)
+        out: np.ndarray = np.where(k > 2, np.sqrt((k - 1) / k * dev), np.nan)
     return out
 
 

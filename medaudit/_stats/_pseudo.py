@@ -35,7 +35,7 @@ from scipy.special import ndtri
 
 from medaudit._errors import param_error
 
-__all__ = ["PSEUDO_KINDS", "bootstrap_interval", "pseudo_replicates"]
+__all__ = ["PSEUDO_KINDS", "bootstrap_interval", "pseudo_replicates", "small_sample_widen"]
 
 PSEUDO_KINDS = ("percentile", "proportion", "logit")
 _EPS = 1e-6
@@ -114,6 +114,53 @@ def pseudo_replicates(
         deff = np.where((binom > 0) & np.isfinite(var), var / np.where(binom > 0, binom, 1), 1.0)
     n_eff = nn / np.maximum(deff, 1.0)
     return np.where(np.isfinite(r), _wilson(p[None, :], n_eff[None, :], _normal_scores(r)), np.nan)
+
+
+def small_sample_widen(
+    point: np.ndarray,
+    replicates: np.ndarray,
+    n_units: np.ndarray,
+    confidence: float = 0.95,
+    *,
+    bounds: tuple[float, float] = (0.0, 1.0),
+) -> np.ndarray:
+    """Widen each column's deviations from its point by ``t(n_units - 1) / z``.
+
+    A bootstrap over ``n`` patients estimates a variance with about ``n - 1`` degrees of
+    freedom; reading its interval with normal quantiles is too narrow for a group of a
+    few dozen patients (the usual remedy for few clusters: Student's t with ``G - 1``
+    degrees of freedom, Cameron & Miller 2015). The factor is 1.05 for 25 patients and
+    1.005 for 250.
+
+    Parameters
+    ----------
+    point : ndarray of shape (n_columns,)
+    replicates : ndarray of shape (n_replicates, n_columns)
+    n_units : ndarray of shape (n_columns,)
+        Patients (images without patient ids) behind each column.
+    confidence : float
+    bounds : tuple of float
+        The metric's range; widened replicates are clipped to it.
+
+    References
+    ----------
+    .. [1] Cameron AC, Miller DL. A practitioner's guide to cluster-robust inference.
+           J Hum Resour 50(2):317-372, 2015.
+
+    Examples
+    --------
+    >>> out = small_sample_widen(np.array([0.5]), np.array([[0.4], [0.6]]), np.array([25]))
+    >>> [round(float(v), 4) for v in out[:, 0]]
+    [0.3947, 0.6053]
+    """
+    from scipy.special import ndtri, stdtrit
+
+    q = 0.5 + confidence / 2
+    df = np.maximum(np.asarray(n_units, dtype=np.float64) - 1, 1.0)
+    factor = stdtrit(df, q) / ndtri(q)
+    p = np.asarray(point, dtype=np.float64)
+    out: np.ndarray = np.clip(p + (replicates - p) * factor, *bounds)
+    return out
 
 
 def _column_variance(r: np.ndarray) -> np.ndarray:

@@ -58,6 +58,7 @@ from medaudit.stats import (
     percentile_intervals,
     permutation_pvalue,
     pseudo_replicates,
+    small_sample_widen,
 )
 
 __all__ = ["GroupMetricsSettings", "group_metrics"]
@@ -114,13 +115,18 @@ NOTE_P_PERMUTATION = (
 
 @dataclass(frozen=True)
 class _Scores:
-    """One task's scores on the three supports: exact, bootstrap (maybe binned), permutation."""
+    """One task's scores on the three supports: exact, bootstrap (maybe binned), permutation.
+
+    ``cache`` keeps what every grouping of the task shares (the calibration terms of all
+    rows).
+    """
 
     task: Task
     exact: tuple[np.ndarray, np.ndarray]
     boot: tuple[np.ndarray, np.ndarray]
     perm: tuple[np.ndarray, np.ndarray]
     is_exact: bool
+    cache: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
 
 def _binned(
@@ -211,8 +217,19 @@ def _calibration(
     """Calibration terms of each group, then of all rows (the last row)."""
     y, s = sc.task.y, sc.task.s
     n_g = len(g.labels)
-    per = calibration_terms(y, s, n_bins=st.n_bins, groups=g.codes, n_groups=n_g, clusters=clusters)
-    allt = calibration_terms(y, s, n_bins=st.n_bins, clusters=clusters)
+    if n_g == 1:  # one group: its terms are those of all rows
+        per = sc.cache.get("all") or calibration_terms(
+            y, s, n_bins=st.n_bins, groups=g.codes, n_groups=1, clusters=clusters
+        )
+    else:
+        per = calibration_terms(
+            y, s, n_bins=st.n_bins, groups=g.codes, n_groups=n_g, clusters=clusters
+        )
+    if "all" not in sc.cache:
+        sc.cache["all"] = (
+            per if n_g == 1 else calibration_terms(y, s, n_bins=st.n_bins, clusters=clusters)
+        )
+    allt = sc.cache["all"]
     return CalibrationTerms(
         *(
             np.concatenate([a, b])
@@ -243,12 +260,15 @@ def _denominators(gd: _Grouped) -> dict[str, np.ndarray]:
     return {"prevalence": n, "selection_rate": n, "ppv": flagged, **by_class}
 
 
-def _replicates(gd: _Grouped, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _replicates(
+    gd: _Grouped, n: int, rng: np.random.Generator, confidence: float
+) -> dict[str, np.ndarray]:
     """Pseudo-replicates of every metric (class metrics resampled by class profile).
 
     Their percentiles are the metric's CI (Wilson with a design effect for rates, basic
-    on the logit scale for AUROC, balanced accuracy and Brier score, the debiased ECE's
-    basic interval); they stay paired resample by resample for the gaps.
+    on the logit scale for AUROC, balanced accuracy and Brier score, widened by
+    ``t(patients - 1) / z``; the debiased ECE's basic interval); they stay paired
+    resample by resample for the gaps.
     """
     raw: dict[str, np.ndarray] = {}
     for scheme in SCHEMES:
@@ -262,11 +282,15 @@ def _replicates(gd: _Grouped, n: int, rng: np.random.Generator) -> dict[str, np.
         raw.pop("ece_contribution"), raw.pop("ece_share"), gd.terms
     )
     denom = _denominators(gd)
+    units = np.r_[gd.h.patient_counts(), gd.h.patient_counts().sum()]
     for m, spec in METRICS.items():
         if m in ("ece", "underdiagnosis_rate"):
             continue
-        kind = spec.interval if spec.interval in ("proportion", "logit") else "percentile"
-        reps[m] = pseudo_replicates(kind, gd.point[m], raw[m], denom.get(m))
+        if spec.interval not in ("proportion", "logit"):
+            reps[m] = raw[m]
+            continue
+        pr = pseudo_replicates(spec.interval, gd.point[m], raw[m], denom.get(m))
+        reps[m] = small_sample_widen(gd.point[m], pr, units, confidence)
     reps["underdiagnosis_rate"] = reps[gd.sc.task.underdiagnosis]
     return reps
 
@@ -485,10 +509,10 @@ def _grouping(sc: _Scores, g: Grouping, run: _Run) -> _Result:
     gd = _prepare(sc, g, st, run.clusters)
     reasons = _eligibility(gd.h, st.min_group_size, st.min_class_count)
     if len(g.labels) == 1 and g.name == ALL_LABEL:  # all rows: no gaps, no tests
-        reps = _replicates(gd, st.n_boot, run.rng) if st.n_boot > 0 else None
+        reps = _replicates(gd, st.n_boot, run.rng, st.confidence) if st.n_boot > 0 else None
         return _Result(gd, reasons, reps, [])
     eligible = [i for i in range(len(g.labels)) if not reasons[i]]
-    reps = _replicates(gd, st.n_boot, run.rng) if st.n_boot > 0 else None
+    reps = _replicates(gd, st.n_boot, run.rng, st.confidence) if st.n_boot > 0 else None
     perm_p = _permutations(gd, eligible, st.n_permutations, run)
     rows = gap_rows(_evidence(gd, reps, reasons, run, perm_p))
     n_done = st.n_boot if st.p_method == "bootstrap" else st.n_permutations
@@ -496,7 +520,7 @@ def _grouping(sc: _Scores, g: Grouping, run: _Run) -> _Result:
         # Sequential top-up: more resamples only where a p-value sits at the resolution
         # floor and the adjustment over the family needs a finer one.
         if st.p_method == "bootstrap" and reps is not None:
-            more = _replicates(gd, run.needed - n_done, run.rng)
+            more = _replicates(gd, run.needed - n_done, run.rng, st.confidence)
             reps = {k: np.concatenate([reps[k], more[k]]) for k in reps}
         else:
             perm_p = _permutations(gd, eligible, run.needed, run)

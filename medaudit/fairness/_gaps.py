@@ -361,7 +361,7 @@ def adjust_gap_pvalues(
     each attribute and class; the other rows get NaN.
     """
     gaps = gaps.copy()
-    tested = gaps["tested"].to_numpy(dtype=bool)
+    tested = gaps["tested"].to_numpy(dtype=bool).copy()
     if family is not None:
         wanted = set(family)
         in_family = {
