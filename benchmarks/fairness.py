@@ -152,7 +152,8 @@ def bench_vs_fairlearn(n: int, n_boot: int, fl_boot: int, loop_boot: int) -> Non
     print(f"  medaudit group_metrics (+ gap CIs, p-values): {t_med:8.2f} s")
     print(f"  fairlearn MetricFrame(n_boot):                {t_fl:8.2f} s{tag}")
     print(
-        f"  plain numpy/sklearn loop:                     {t_loop:8.2f} s (timed on {loop_boot} resamples)"
+        f"  plain numpy/sklearn loop:                     {t_loop:8.2f} s "
+        f"(timed on {loop_boot} resamples)"
     )
     print(f"  max |point estimate difference| vs Fairlearn: {worst:.2e}")
     print(f"fairness x fairlearn: {t_fl / t_med:.1f}x")
