@@ -90,7 +90,9 @@ def test_group_metric_bounds():
     with pytest.raises(FairnessAssertionError) as e:
         assert_group_metric(y, s, groups=g, metric="auroc", min_value=0.85, n_boot=200)
     msg = str(e.value)
-    assert msg.startswith("AUROC is out of bounds in 1 group(s) of 'group': F (whole CI below 0.85: 0.")
+    assert msg.startswith(
+        "AUROC is out of bounds in 1 group(s) of 'group': F (whole CI below 0.85: 0."
+    )
     assert "Threshold: AUROC >= 0.85 (whole 95% CI)." in msg
     with pytest.raises(
         FairnessAssertionError,

@@ -27,6 +27,8 @@ def _prevalence(y_true: Any, y_pred: Any) -> float:
 
 
 def _auroc(y_true: Any, y_pred: Any, y_score: Any) -> float:
+    if len(np.unique(np.asarray(y_true))) < 2:  # a one-class group (kept with include_skipped)
+        return float("nan")
     return float(roc_auc_score(y_true, y_score))
 
 
