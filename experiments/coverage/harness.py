@@ -15,13 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scenarios import Group, Scenario, truth
 
 from medaudit.fairness import fairness_section, group_metrics
 from medaudit.inference import Predictions
 from medaudit.report import Policy
 from medaudit.testing import FairnessAssertionError, FairnessInconclusiveError, assert_subgroup_gap
-
-from scenarios import Group, Scenario, truth
 
 COVERAGE = (0.93, 0.97)
 LEVEL = (0.0, 0.05)
@@ -164,15 +163,22 @@ def coverage(
         w = gm.by_group("group").set_index("group")
         for m in metrics:
             for g in w.index:
-                hits[m].append(bool(w.loc[g, f"{m}_ci_low"] <= tr.loc[g, m] <= w.loc[g, f"{m}_ci_high"]))
+                hits[m].append(
+                    bool(w.loc[g, f"{m}_ci_low"] <= tr.loc[g, m] <= w.loc[g, f"{m}_ci_high"])
+                )
         for m in gaps:
             base = "selection_rate" if m == "demographic_parity_difference" else m
             true_gap = float(tr[base].max() - tr[base].min())
             ci = gm.gap("group", m).ci
             gap_hits[m].append(bool(ci[0] <= true_gap <= ci[1]))
-    out = [Cell(row, sc.name, f"{m} CI", float(np.mean(v)), len(v), draws, *COVERAGE) for m, v in hits.items()]
+    out = [
+        Cell(row, sc.name, f"{m} CI", float(np.mean(v)), len(v), draws, *COVERAGE)
+        for m, v in hits.items()
+    ]
     out += [
-        Cell(row, sc.name, f"{m} gap CI (simultaneous)", float(np.mean(v)), len(v), draws, 0.93, 1.0)
+        Cell(
+            row, sc.name, f"{m} gap CI (simultaneous)", float(np.mean(v)), len(v), draws, 0.93, 1.0
+        )
         for m, v in gap_hits.items()
     ]
     return out
@@ -184,7 +190,13 @@ def null_gaps(
     draws: int,
     n_boot: int = 1000,
     seed: int = 0,
-    metrics: tuple[str, ...] = ("auroc", "true_positive_rate", "selection_rate", "brier_score", "ece"),
+    metrics: tuple[str, ...] = (
+        "auroc",
+        "true_positive_rate",
+        "selection_rate",
+        "brier_score",
+        "ece",
+    ),
     p_method: str = "bootstrap",
 ) -> list[Cell]:
     """No gap planted: how often each max-min gap CI excludes 0 and its p-value is < 0.05.
@@ -262,9 +274,34 @@ def calibrated_ece(sc: Scenario, *, draws: int, n_boot: int = 1000, seed: int = 
         warns.append(chk.status in ("fail", "inconclusive"))
     del policy
     return [
-        Cell("ECE, calibrated model", sc.name, "group ECE CI contains the true 0", float(np.mean(contains)), len(contains), draws, 0.93, 1.0),
-        Cell("ECE, calibrated model", sc.name, "ECE-gap CI excludes 0", float(np.mean(gap_excl)), draws, draws, *LEVEL),
-        Cell("ECE, calibrated model", sc.name, "ece_gap check warns (fail or inconclusive)", float(np.mean(warns)), draws, draws, *LEVEL),
+        Cell(
+            "ECE, calibrated model",
+            sc.name,
+            "group ECE CI contains the true 0",
+            float(np.mean(contains)),
+            len(contains),
+            draws,
+            0.93,
+            1.0,
+        ),
+        Cell(
+            "ECE, calibrated model",
+            sc.name,
+            "ECE-gap CI excludes 0",
+            float(np.mean(gap_excl)),
+            draws,
+            draws,
+            *LEVEL,
+        ),
+        Cell(
+            "ECE, calibrated model",
+            sc.name,
+            "ece_gap check warns (fail or inconclusive)",
+            float(np.mean(warns)),
+            draws,
+            draws,
+            *LEVEL,
+        ),
     ]
 
 
@@ -291,13 +328,35 @@ def decision_rule(n_groups: int, *, draws: int, n_boot: int = 1000, seed: int = 
                 {"settings": {"n_bootstrap": n_boot, "seed": s, "decision": decision}}
             )
             sec = fairness_section(
-                p, sensitive=["group"], policy=pol, intersections=False, continuous=(), figures=False
+                p,
+                sensitive=["group"],
+                policy=pol,
+                intersections=False,
+                continuous=(),
+                figures=False,
             )
             fails[decision].append(any(c.status == "fail" for c in sec.checks))
     row = "decision rule on null data"
     return [
-        Cell(row, sc.name, 'an attribute fails a check (default, decision = "ci")', float(np.mean(fails["ci"])), draws, draws, *LEVEL),
-        Cell(row, sc.name, 'an attribute fails a check (old, decision = "estimate")', float(np.mean(fails["estimate"])), draws, draws, 0.0, 1.0),
+        Cell(
+            row,
+            sc.name,
+            'an attribute fails a check (default, decision = "ci")',
+            float(np.mean(fails["ci"])),
+            draws,
+            draws,
+            *LEVEL,
+        ),
+        Cell(
+            row,
+            sc.name,
+            'an attribute fails a check (old, decision = "estimate")',
+            float(np.mean(fails["estimate"])),
+            draws,
+            draws,
+            0.0,
+            1.0,
+        ),
     ]
 
 
@@ -311,8 +370,12 @@ def assertion(*, draws: int, n_boot: int = 1000, seed: int = 0, per_group: int =
     for s, df in _draws(sc, draws, seed):
         try:
             assert_subgroup_gap(
-                df.y.to_numpy(), df.s.to_numpy(), groups=df.group.to_numpy(), max_gap=0.05,
-                n_boot=n_boot, random_state=s,
+                df.y.to_numpy(),
+                df.s.to_numpy(),
+                groups=df.group.to_numpy(),
+                max_gap=0.05,
+                n_boot=n_boot,
+                random_state=s,
             )
             failed.append(False)
             inconclusive.append(False)
@@ -327,16 +390,42 @@ def assertion(*, draws: int, n_boot: int = 1000, seed: int = 0, per_group: int =
             inconclusive.append(False)
     row = "assert_subgroup_gap, fair model"
     out = [
-        Cell(row, sc.name, "fails (CI wholly above max_gap)", float(np.mean(failed)), draws, draws, *LEVEL),
+        Cell(
+            row,
+            sc.name,
+            "fails (CI wholly above max_gap)",
+            float(np.mean(failed)),
+            draws,
+            draws,
+            *LEVEL,
+        ),
         Cell(row, sc.name, "inconclusive", float(np.mean(inconclusive)), draws, draws, 0.0, 1.0),
     ]
     if said:
         out.append(
-            Cell(row, sc.name, 'inconclusive messages that say "inconclusive: ... per group"', float(np.mean(said)), len(said), draws, 1.0, 1.0)
+            Cell(
+                row,
+                sc.name,
+                'inconclusive messages that say "inconclusive: ... per group"',
+                float(np.mean(said)),
+                len(said),
+                draws,
+                1.0,
+                1.0,
+            )
         )
     if needed:
         out.append(
-            Cell(row, sc.name, f"median patients per group said to decide it: {int(np.median(needed)):,}", float(np.median(needed) > per_group), len(needed), draws, 1.0, 1.0)
+            Cell(
+                row,
+                sc.name,
+                f"median patients per group said to decide it: {int(np.median(needed)):,}",
+                float(np.median(needed) > per_group),
+                len(needed),
+                draws,
+                1.0,
+                1.0,
+            )
         )
     return out
 
@@ -360,7 +449,16 @@ def power_check(*, draws: int, n_boot: int = 500, seed: int = 0) -> list[Cell]:
         gm = _gm(df, sc, s, n_boot, p_method="none")
         found.append(bool(gm.gap("group", "true_positive_rate").ci[0] > 0))
     return [
-        Cell("sample size", sc.name, "planted gap detected (CI excludes 0)", float(np.mean(found)), draws, draws, 0.72, 0.88)
+        Cell(
+            "sample size",
+            sc.name,
+            "planted gap detected (CI excludes 0)",
+            float(np.mean(found)),
+            draws,
+            draws,
+            0.72,
+            0.88,
+        )
     ]
 
 
@@ -397,7 +495,8 @@ def skipped_group(*, draws: int = 1, seed: int = 0) -> list[Cell]:
         Cell(
             "EOD/DPD with a skipped group",
             "a group of one image next to two of 300",
-            "gap = Fairlearn on to_metricframe() rows; note names the group and Fairlearn's all-groups value",
+            "gap = Fairlearn on to_metricframe() rows; the note names the group and "
+            "Fairlearn's all-groups value",
             float(np.mean(ok)),
             len(ok),
             draws,

@@ -42,43 +42,99 @@ ROW2 = "AUROC coverage, patients with both classes"
 
 #: (cell, keyword arguments, draws at scale 1)
 PLAN: list[tuple[str, dict, int]] = [
-    ("coverage", dict(sc=h.ISSUE_CASE, metrics=ALL_METRICS, gaps=("demographic_parity_difference", "auroc", "brier_score"), row=ROW1), 500),
-    ("coverage", dict(sc=h.CLUSTERED, metrics=ALL_METRICS, gaps=("auroc", "selection_rate"), row=ROW1), 400),
-    ("coverage", dict(sc=h.LOW_PREVALENCE, metrics=ALL_METRICS, gaps=("auroc", "true_positive_rate"), row=ROW1), 300),
-    ("coverage", dict(sc=h.MIXED_A, metrics=("auroc",), row=ROW2), 500),
-    ("coverage", dict(sc=h.MIXED_B, metrics=("auroc",), row=ROW2), 500),
-    ("null_gaps", dict(n_groups=2), 500),
-    ("null_gaps", dict(n_groups=4), 500),
-    ("null_gaps", dict(n_groups=8), 400),
-    ("null_gaps", dict(n_groups=4, p_method="permutation"), 200),
-    ("calibrated_ece", dict(sc=h.CALIBRATED), 300),
-    ("calibrated_ece", dict(sc=h.CALIBRATED_CLUSTERED), 300),
-    ("decision_rule", dict(n_groups=4), 200),
-    ("decision_rule", dict(n_groups=8), 150),
-    ("assertion", dict(), 200),
-    ("power_check", dict(), 300),
-    ("skipped_group", dict(), 1),
+    (
+        "coverage",
+        {
+            "sc": h.ISSUE_CASE,
+            "metrics": ALL_METRICS,
+            "gaps": ("demographic_parity_difference", "auroc", "brier_score"),
+            "row": ROW1,
+        },
+        500,
+    ),
+    (
+        "coverage",
+        {
+            "sc": h.CLUSTERED,
+            "metrics": ALL_METRICS,
+            "gaps": ("auroc", "selection_rate"),
+            "row": ROW1,
+        },
+        400,
+    ),
+    (
+        "coverage",
+        {
+            "sc": h.LOW_PREVALENCE,
+            "metrics": ALL_METRICS,
+            "gaps": ("auroc", "true_positive_rate"),
+            "row": ROW1,
+        },
+        300,
+    ),
+    ("coverage", {"sc": h.MIXED_A, "metrics": ("auroc",), "row": ROW2}, 500),
+    ("coverage", {"sc": h.MIXED_B, "metrics": ("auroc",), "row": ROW2}, 500),
+    ("null_gaps", {"n_groups": 2}, 500),
+    ("null_gaps", {"n_groups": 4}, 500),
+    ("null_gaps", {"n_groups": 8}, 400),
+    ("null_gaps", {"n_groups": 4, "p_method": "permutation"}, 200),
+    ("calibrated_ece", {"sc": h.CALIBRATED}, 300),
+    ("calibrated_ece", {"sc": h.CALIBRATED_CLUSTERED}, 300),
+    ("decision_rule", {"n_groups": 4}, 200),
+    ("decision_rule", {"n_groups": 8}, 150),
+    ("assertion", {}, 200),
+    ("power_check", {}, 300),
+    ("skipped_group", {}, 1),
 ]
 
 
-def run(scale: float, n_boot: int, only: set[str] | None) -> pd.DataFrame:
-    rows = []
+def _key(name: str, kw: dict) -> str:
+    return name + "(" + ", ".join(f"{k}={getattr(v, 'name', v)}" for k, v in kw.items()) + ")"
+
+
+def run(
+    scale: float, n_boot: int, only: set[str] | None, partial: Path, resume: bool
+) -> pd.DataFrame:
+    """Run the plan; rows are saved to ``partial`` after each cell (``resume`` skips done ones)."""
+    done = pd.read_csv(partial) if resume and partial.exists() else pd.DataFrame()
+    rows = done.to_dict("records")
     for name, kw, draws in PLAN:
-        if only and name not in only:
+        key = _key(name, kw)
+        if (only and name not in only) or (len(done) and key in set(done["cell"])):
             continue
         d = max(1, int(round(draws * scale)))
         t0 = time.perf_counter()
-        cells = h.CELLS[name](draws=d, **({"n_boot": n_boot} if name != "skipped_group" else {}), **kw)
+        extra = {"n_boot": n_boot} if name != "skipped_group" else {}
+        cells = h.CELLS[name](draws=d, **extra, **kw)
         took = time.perf_counter() - t0
         for c in cells:
-            rows.append({**c.as_dict(), "seconds": took / len(cells)})
+            rows.append({**c.as_dict(), "cell": key, "seconds": took / len(cells)})
             flag = "ok " if c.ok else "OUT"
-            print(f"[{flag}] {c.row} | {c.scenario} | {c.quantity}: {c.rate:.3f} "
-                  f"(MC SE {c.mc_se:.3f}, n={c.n}, should be {c.low:g}-{c.high:g})", flush=True)
+            print(
+                f"[{flag}] {c.row} | {c.scenario} | {c.quantity}: {c.rate:.3f} "
+                f"(MC SE {c.mc_se:.3f}, n={c.n}, should be {c.low:g}-{c.high:g})",
+                flush=True,
+            )
+        write_atomic(partial, pd.DataFrame(rows).to_csv(index=False))
     return pd.DataFrame(rows)
 
 
+_ROW_ORDER = {
+    ROW1: 0,
+    ROW2: 1,
+    "max-min gap on null data": 2,
+    "ECE, calibrated model": 3,
+    "p-value, clustered null": 4,
+    "CI and p-value of the same gap": 5,
+    "decision rule on null data": 6,
+    "assert_subgroup_gap, fair model": 7,
+    "EOD/DPD with a skipped group": 8,
+    "sample size": 9,
+}
+
+
 def markdown(df: pd.DataFrame, scale: float, n_boot: int) -> str:
+    df = df.sort_values("row", kind="stable", key=lambda c: c.map(_ROW_ORDER).fillna(99))
     lines = [
         BEGIN,
         "",
@@ -112,10 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cells", default="", help="comma-separated cell names (default all)")
     ap.add_argument("--csv", type=Path, default=HERE / "results.csv")
     ap.add_argument("--doc", type=Path, default=DOC, help="markdown file with the markers")
+    ap.add_argument("--resume", action="store_true", help="skip cells already in the CSV")
     a = ap.parse_args(argv)
     np.seterr(all="ignore")
     only = {c for c in a.cells.split(",") if c} or None
-    df = run(a.scale, a.boot, only)
+    df = run(a.scale, a.boot, only, a.csv.with_suffix(".partial.csv"), a.resume)
     write_atomic(a.csv, df.to_csv(index=False))
     if a.doc.exists():
         text = a.doc.read_text(encoding="utf-8")

@@ -102,8 +102,18 @@ def truth(sc: Scenario, n_bins: int = 10, target: int = 2_000_000) -> pd.DataFra
 
     rows = []
     for gi, g in enumerate(sc.groups):
-        one = Scenario(sc.name, (g,), sc.images_per_patient, sc.kind, sc.sd_u, sc.sd_v,
-                       sc.sd_w, sc.sd_x, sc.shift, sc.threshold)
+        one = Scenario(
+            sc.name,
+            (g,),
+            sc.images_per_patient,
+            sc.kind,
+            sc.sd_u,
+            sc.sd_v,
+            sc.sd_w,
+            sc.sd_x,
+            sc.shift,
+            sc.threshold,
+        )
         scale = max(1, target // (g.patients * sc.images_per_patient))
         df = one.draw(np.random.default_rng(12345 + gi), scale)
         gm = group_metrics(
