@@ -296,3 +296,28 @@ def test_gap_pvalue_agrees_with_its_interval_and_family_is_the_reported_checks()
     adjusted = gm.gaps[gm.gaps.p_adjusted.notna()]
     assert set(adjusted.metric) == {"auroc", "ece"}
     assert isinstance(gm.calibration, pd.DataFrame)
+
+
+def test_power_command_prints_the_sample_size(capsys):
+    from medaudit.cli.app import run
+
+    assert (
+        run(
+            [
+                "power",
+                "--gap",
+                "0.1",
+                "--metric",
+                "true_positive_rate",
+                "--baseline",
+                "0.8",
+                "--prevalence",
+                "0.2",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert out.startswith("About 1,453 patients per group (1,453 images) to detect a gap of 0.1")
+    assert run(["power", "--gap", "0.1", "--metric", "ppv"]) == 2
+    assert "The 'metric' parameter of required_sample_size" in capsys.readouterr().err

@@ -76,9 +76,9 @@ class SampleSize:
 
     def __str__(self) -> str:
         what = (
-            f"detect a {self.metric} gap of {self.gap:g}"
+            f"detect a gap of {self.gap:g} in {self.metric}"
             if self.margin == 0
-            else f"decide a {self.metric} gap of {self.gap:g} against a threshold of "
+            else f"decide a gap of {self.gap:g} in {self.metric} against a threshold of "
             f"{self.margin:g}"
         )
         return (
