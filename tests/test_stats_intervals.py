@@ -321,3 +321,33 @@ def test_power_command_prints_the_sample_size(capsys):
     assert out.startswith("About 1,453 patients per group (1,453 images) to detect a gap of 0.1")
     assert run(["power", "--gap", "0.1", "--metric", "ppv"]) == 2
     assert "The 'metric' parameter of required_sample_size" in capsys.readouterr().err
+
+
+def test_coverage_harness_smoke(tmp_path):
+    # The committed table comes from experiments/coverage/run.py: a tiny run writes the
+    # CSV and replaces the table between the markers of a docs page.
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "coverage"))
+    import run as coverage_run
+
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"intro\n{coverage_run.BEGIN}\nold\n{coverage_run.END}\nend\n")
+    rc = coverage_run.main(
+        [
+            "--scale",
+            "0.01",
+            "--boot",
+            "50",
+            "--cells",
+            "skipped_group",
+            "--csv",
+            str(tmp_path / "r.csv"),
+            "--doc",
+            str(doc),
+        ]
+    )
+    text = doc.read_text()
+    assert rc == 0 and "old" not in text and text.startswith("intro") and text.endswith("end\n")
+    assert "| EOD/DPD with a skipped group |" in text and (tmp_path / "r.csv").exists()
