@@ -39,7 +39,6 @@ from medaudit.fairness._inputs import (
     ALL_LABEL,
     SKIP_CLASS,
     SKIP_SMALL,
-    SKIP_UNDEFINED,
     Grouping,
     Task,
     groupings,
@@ -49,13 +48,19 @@ from medaudit.fairness._inputs import (
 )
 from medaudit.fairness._metrics import METRICS
 from medaudit.fairness._results import GroupMetrics
+from medaudit.fairness._rows import (
+    CALIBRATION_COLUMNS,
+    TABLE_COLUMNS,
+    calibration_rows,
+    group_rows,
+    overall_rows,
+)
 from medaudit.fairness._settings import GroupMetricsSettings, settings_from
 from medaudit.stats import (
     CalibrationTerms,
     calibration_p_values,
     calibration_terms,
     ece_pseudo_replicates,
-    percentile_intervals,
     permutation_pvalue,
     pseudo_replicates,
     small_sample_widen,
@@ -63,34 +68,6 @@ from medaudit.stats import (
 
 __all__ = ["GroupMetricsSettings", "group_metrics"]
 
-TABLE_COLUMNS = [
-    "attribute",
-    "class",
-    "group",
-    "n",
-    "n_pos",
-    "n_neg",
-    "n_patients",
-    "metric",
-    "value",
-    "ci_low",
-    "ci_high",
-    "status",
-    "reason",
-    "group_status",
-    "group_reason",
-]
-CALIBRATION_COLUMNS = [
-    "attribute",
-    "class",
-    "group",
-    "n",
-    "ece",
-    "p_value",
-    "spiegelhalter_z",
-    "spiegelhalter_p",
-    "status",
-]
 NOTE_BINNED = (
     "Bootstrap CIs were computed on scores binned to {max_bins} quantile bins (threshold "
     "and calibration-bin edges kept exact; AUROC and Brier replicates shifted to the exact "
@@ -353,54 +330,6 @@ def _permutation_p(
     return {m: permutation_pvalue(float(obs[m][0]), null[m]) for m in TESTED if m in null}
 
 
-def _undefined_why(m: str) -> str:
-    return {"ppv": "no patient is flagged", "auroc": "one class only"}.get(m, "division by zero")
-
-
-def _group_rows(
-    gd: _Grouped, reps: dict[str, np.ndarray] | None, reasons: list[str], confidence: float
-) -> list[dict[str, Any]]:
-    """Rows of the long table: one per (group, metric), skipped groups without numbers."""
-    g = gd.grouping
-    cc = gd.h.class_counts()
-    patients = gd.h.patient_counts()
-    rows = []
-    for m in METRICS:
-        ci = (
-            percentile_intervals(reps[m], confidence)
-            if reps is not None
-            else np.full((len(g.labels) + 1, 2), np.nan)
-        )
-        for gi, lab in enumerate(g.labels):
-            status, reason = ("skipped", reasons[gi]) if reasons[gi] else ("ok", "")
-            val, (lo, hi) = float(gd.point[m][gi]), ci[gi]
-            if status == "ok" and not math.isfinite(val):
-                status, reason = "skipped", SKIP_UNDEFINED.format(metric=m, why=_undefined_why(m))
-            if status == "skipped" or m == "count":
-                lo = hi = math.nan
-                val = val if m == "count" else math.nan
-            rows.append(
-                {
-                    "attribute": g.name,
-                    "class": gd.sc.task.name,
-                    "group": lab,
-                    "n": int(cc[0, gi] + cc[1, gi]),
-                    "n_pos": int(cc[1, gi]),
-                    "n_neg": int(cc[0, gi]),
-                    "n_patients": int(patients[gi]),
-                    "metric": m,
-                    "value": val,
-                    "ci_low": float(lo),
-                    "ci_high": float(hi),
-                    "status": status,
-                    "reason": reason,
-                    "group_status": "skipped" if reasons[gi] else "ok",
-                    "group_reason": reasons[gi],
-                }
-            )
-    return rows
-
-
 def _group_calibration_p(gd: _Grouped, reps: dict[str, np.ndarray] | None) -> np.ndarray:
     """Per group (then all rows), p-value of "calibrated": dual to the ECE's interval.
 
@@ -409,31 +338,6 @@ def _group_calibration_p(gd: _Grouped, reps: dict[str, np.ndarray] | None) -> np
     if reps is None:
         return gd.terms.p_value
     return calibration_p_values(reps["ece_squared"])
-
-
-def _calibration_rows(
-    gd: _Grouped, reasons: list[str], reps: dict[str, np.ndarray] | None
-) -> list[dict[str, Any]]:
-    g, t = gd.grouping, gd.terms
-    cc = gd.h.class_counts()
-    p = _group_calibration_p(gd, reps)
-    rows = []
-    for i, lab in enumerate(g.labels):
-        ok = not reasons[i]
-        rows.append(
-            {
-                "attribute": g.name,
-                "class": gd.sc.task.name,
-                "group": lab,
-                "n": int(cc[0, i] + cc[1, i]),
-                "ece": float(gd.point["ece"][i]) if ok else math.nan,
-                "p_value": float(p[i]) if ok else math.nan,
-                "spiegelhalter_z": float(t.z[i]) if ok else math.nan,
-                "spiegelhalter_p": float(t.p_value[i]) if ok else math.nan,
-                "status": "ok" if ok else "skipped",
-            }
-        )
-    return rows
 
 
 def _calibration_p(p: np.ndarray, eligible: list[int]) -> float:
@@ -539,25 +443,6 @@ def _permutations(
     if len(eligible) < 2 or n_perm == 0:
         return {}
     return _permutation_p(gd, eligible, run.st, n_perm, run.clusters, run.rng)
-
-
-def _overall_rows(res: _Result, confidence: float) -> list[dict[str, Any]]:
-    ci = (
-        percentile_intervals(res.reps[m], confidence)[-1]
-        if res.reps is not None
-        else (math.nan, math.nan)
-        for m in METRICS
-    )
-    return [
-        {
-            "class": res.gd.sc.task.name,
-            "metric": m,
-            "value": float(res.gd.point[m][-1]),
-            "ci_low": float(lo) if m != "count" else math.nan,
-            "ci_high": float(hi) if m != "count" else math.nan,
-        }
-        for m, (lo, hi) in zip(METRICS, ci, strict=True)
-    ]
 
 
 def _notes(st: GroupMetricsSettings, n: int, all_exact: bool, clustered: bool) -> list[str]:
@@ -685,12 +570,24 @@ def group_metrics(
     scores = [_scores(t, st) for t in all_tasks]
     for sc in scores:
         every = Grouping(ALL_LABEL, np.zeros(n, np.int64), [ALL_LABEL])
-        overall += _overall_rows(_grouping(sc, every, run), st.confidence)
+        top = _grouping(sc, every, run)
+        overall += overall_rows(sc.task.name, top.gd.point, top.reps, st.confidence)
         for g in grps:
             res = _grouping(sc, g, run)
             hists[(sc.task.name, g.name)] = res.gd.h
-            rows += _group_rows(res.gd, res.reps, res.reasons, st.confidence)
-            calib += _calibration_rows(res.gd, res.reasons, res.reps)
+            gd = res.gd
+            rows += group_rows(
+                g, sc.task.name, gd.h, gd.point, res.reps, res.reasons, st.confidence
+            )
+            calib += calibration_rows(
+                g,
+                sc.task.name,
+                gd.h,
+                gd.point["ece"],
+                gd.terms,
+                _group_calibration_p(gd, res.reps),
+                res.reasons,
+            )
             gaps += res.gaps
     gap_table = adjust_gap_pvalues(
         pd.DataFrame(gaps, columns=GAP_COLUMNS), st.p_adjust, st.p_family

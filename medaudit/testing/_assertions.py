@@ -429,46 +429,8 @@ def assert_group_metric(
         detail = "; ".join(f"{r.group}: {r.reason}" for r in table.itertuples())
         raise InvalidInputError(MSG_ALL_SKIPPED.format(func=func, detail=detail))
     bounds = [(">=", min_value), ("<=", max_value)]
-    bad, unsure, needed = [], [], []
     unit = "patients" if patient_id is not None else "images"
-    for r in ok_rows.itertuples():
-        for op, bound in bounds:
-            if bound is None:
-                continue
-            chk = Check.evaluate(
-                func,
-                metric,
-                float(r.value),
-                op=op,
-                threshold=float(bound),
-                ci=(float(r.ci_low), float(r.ci_high)) if ci else None,
-                decision="ci" if ci else "estimate",
-            )
-            side = "lower" if op == ">=" else "upper"
-            judged = float(r.ci_low if op == ">=" else r.ci_high) if ci else float(r.value)
-            cmp = "<" if op == ">=" else ">"
-            text = (
-                f"{r.group} ({f'{side} CI bound' if ci else 'value'} {judged:.3f} {cmp} {bound:g})"
-            )
-            if chk.status == "fail":
-                if ci:
-                    text = (
-                        f"{r.group} (whole CI {'below' if op == '>=' else 'above'} {bound:g}: "
-                        f"{r.ci_low:.3f} to {r.ci_high:.3f})"
-                    )
-                bad.append(text)
-            elif chk.status in ("inconclusive", "skipped"):
-                unsure.append(text)
-                now = int(r.n_patients if patient_id is not None else r.n)
-                needed.append(
-                    patients_to_decide(
-                        float(r.value),
-                        (float(r.ci_low), float(r.ci_high)),
-                        float(bound),
-                        now,
-                        confidence=confidence,
-                    )
-                )
+    bad, unsure, needed = _judge_groups(ok_rows, bounds, ci, unit, confidence)
     if not bad and not unsure:
         return table
     label = METRICS[metric].label
@@ -499,3 +461,55 @@ def assert_group_metric(
     )
     out: pd.DataFrame = _inconclusive(msg, table, most, inconclusive)
     return out
+
+
+def _judge_groups(
+    rows: pd.DataFrame,
+    bounds: list[tuple[str, float | None]],
+    ci: bool,
+    unit: str,
+    confidence: float,
+) -> tuple[list[str], list[str], list[int | None]]:
+    """Each group against each bound by the report's rule: failures, straddles, sizes."""
+    bad: list[str] = []
+    unsure: list[str] = []
+    needed: list[int | None] = []
+    for r in rows.itertuples():
+        for op, bound in bounds:
+            if bound is None:
+                continue
+            status = Check.evaluate(
+                "assert_group_metric",
+                "group metric",
+                float(r.value),
+                op=op,
+                threshold=float(bound),
+                ci=(float(r.ci_low), float(r.ci_high)) if ci else None,
+                decision="ci" if ci else "estimate",
+            ).status
+            side = "lower" if op == ">=" else "upper"
+            judged = float(r.ci_low if op == ">=" else r.ci_high) if ci else float(r.value)
+            cmp = "<" if op == ">=" else ">"
+            text = (
+                f"{r.group} ({f'{side} CI bound' if ci else 'value'} {judged:.3f} {cmp} {bound:g})"
+            )
+            if status == "fail":
+                if ci:
+                    text = (
+                        f"{r.group} (whole CI {'below' if op == '>=' else 'above'} {bound:g}: "
+                        f"{r.ci_low:.3f} to {r.ci_high:.3f})"
+                    )
+                bad.append(text)
+            elif status in ("inconclusive", "skipped"):
+                unsure.append(text)
+                now = int(r.n_patients if unit == "patients" else r.n)
+                needed.append(
+                    patients_to_decide(
+                        float(r.value),
+                        (float(r.ci_low), float(r.ci_high)),
+                        float(bound),
+                        now,
+                        confidence=confidence,
+                    )
+                )
+    return bad, unsure, needed
