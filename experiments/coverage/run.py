@@ -2,6 +2,9 @@
 
     python experiments/coverage/run.py                 # every cell, hundreds of draws
     python experiments/coverage/run.py --scale 0.05    # a smoke run (CI runs this)
+    python experiments/coverage/run.py --cells coverage --csv a.csv     # split over
+    python experiments/coverage/run.py --cells null_gaps,... --csv b.csv  # processes,
+    python experiments/coverage/run.py --merge a.csv,b.csv               # then merge
 
 Writes ``experiments/coverage/results.csv`` and the table between the markers in
 ``docs/statistics.md`` (both atomically). Runs on one core; the full run takes about
@@ -169,10 +172,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--csv", type=Path, default=HERE / "results.csv")
     ap.add_argument("--doc", type=Path, default=DOC, help="markdown file with the markers")
     ap.add_argument("--resume", action="store_true", help="skip cells already in the CSV")
+    ap.add_argument(
+        "--merge",
+        default="",
+        help="comma-separated CSVs of runs split with --cells: write their union instead",
+    )
     a = ap.parse_args(argv)
     np.seterr(all="ignore")
     only = {c for c in a.cells.split(",") if c} or None
-    df = run(a.scale, a.boot, only, a.csv.with_suffix(".partial.csv"), a.resume)
+    if a.merge:
+        df = pd.concat([pd.read_csv(p) for p in a.merge.split(",")], ignore_index=True)
+        order = {_key(n, kw): i for i, (n, kw, _) in enumerate(PLAN)}
+        df = df.sort_values("cell", kind="stable", key=lambda c: c.map(order))
+    else:
+        df = run(a.scale, a.boot, only, a.csv.with_suffix(".partial.csv"), a.resume)
     write_atomic(a.csv, df.to_csv(index=False))
     if a.doc.exists():
         text = a.doc.read_text(encoding="utf-8")
