@@ -44,6 +44,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "synth",
     "check",
     "attack",
+    "power",
 )
 
 
