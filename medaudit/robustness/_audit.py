@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,6 +14,9 @@ from medaudit.robustness._presets import SweepPlan, check_items, plan_sweep
 from medaudit.robustness._registry import SEVERITIES
 from medaudit.robustness._section import SweepInputs, robustness_section
 from medaudit.robustness._sweep import CorruptionTransform, run_cells
+
+if TYPE_CHECKING:
+    from medaudit.data import Cohort
 
 __all__ = ["CHECKS", "SETTINGS", "SPEC", "audit"]
 
@@ -80,6 +83,9 @@ SETTINGS: tuple[Setting, ...] = (
 # Columns that only medaudit's synthetic hospitals carry (their planted ground truth).
 SYNTHETIC_COLUMNS: tuple[str, ...] = ("lesion_contrast", "acq_noise")
 MAX_STRIP_ROWS = 12
+# Decoded clean images up to this size are kept in memory for the sweep, so that files are
+# read once rather than once per cell; larger cohorts are streamed from disk every time.
+MEMORY_BUDGET_BYTES = 256 * 2**20
 MSG_REFERENCE_CHANNELS = (
     "The reference model reads {ref} channel(s) but the audited model {model}; "
     "CE needs both models on the same corrupted images."
@@ -126,19 +132,44 @@ def _reference(ctx: AuditContext, path: Any, channels: int, native: int) -> _Rea
 
 
 def _reference_passes(
-    ctx: AuditContext, ref: _Reader, plan: SweepPlan, seed: int, native: int
+    ctx: AuditContext, ref: _Reader, plan: SweepPlan, seed: int, native: int, cohort: Cohort
 ) -> tuple[np.ndarray, dict[tuple[str, int], np.ndarray]]:
     from medaudit.inference import predict
 
     kw = ref.predict_kwargs(ctx)
-    clean = predict(ref.model, ctx.cohort, **kw).scores
+    clean = predict(ref.model, cohort, **kw).scores
     cells = run_cells(
         plan,
-        lambda t, _key: predict(ref.model, ctx.cohort, transform=t, **kw).scores,
+        lambda t, _key: predict(ref.model, cohort, transform=t, **kw).scores,
         seed=seed,
         native_channels=native,
     )
     return clean, cells
+
+
+def _in_memory(ctx: AuditContext) -> tuple[Cohort, str | None]:
+    """The cohort the cells read: disk images decoded once when they fit the budget.
+
+    The clean images are kept at the model's input size (never the corrupted ones); a
+    cohort already in memory, or too large, is returned as it is.
+    """
+    from medaudit.data import Cohort
+
+    cohort = ctx.cohort
+    if cohort.images is not None:
+        return cohort, None
+    c, h, w = cohort.image_shape
+    size = ctx.model_info.get("image_size")
+    nbytes = len(cohort) * c * (size or h) * (size or w) * 4
+    if nbytes > MEMORY_BUDGET_BYTES:
+        return cohort, None
+    images = cohort.load_all(image_size=size)
+    meta = cohort.meta.drop(columns=["path"])
+    kept = Cohort(meta, images=images, class_names=cohort.class_names, name=cohort.name)
+    return kept, (
+        f"The clean images were decoded once and kept in memory ({nbytes / 2**20:.0f} MB) "
+        "for the sweep; corrupted images never are."
+    )
 
 
 def _is_synthetic(ctx: AuditContext) -> bool:
@@ -183,18 +214,30 @@ def audit(ctx: AuditContext) -> Section:
     plan = plan_sweep(list(ctx.setting("robustness.corruptions")), channels=channels)
     ref = _reference(ctx, ctx.setting("robustness.reference_model"), channels, native)
     n_cells = len(plan.corruptions) * len(SEVERITIES)
+    source, memory_note = _in_memory(ctx)
     with progress_bar("Corruption sweep", total=n_cells, enabled=ctx.progress) as advance:
         cells = run_cells(
             plan,
-            lambda t, key: ctx.predict_transformed(t, key=key).scores,
+            lambda t, key: ctx.predict_transformed(t, key=key, cohort=source).scores,
             seed=seed,
             native_channels=native,
             on_cell=lambda: advance(1),
         )
-    reference = None if ref is None else _reference_passes(ctx, ref, plan, seed, native)
+    reference = (
+        None
+        if ref is None
+        else _reference_passes(
+            ctx,
+            ref,
+            plan,
+            seed,
+            native,
+            source if ref.image_size == ctx.model_info.get("image_size") else ctx.cohort,
+        )
+    )
     show = ctx.setting("robustness.show_images")
     strip_wanted = show == "always" or (show == "auto" and _is_synthetic(ctx))
-    notes = []
+    notes = [memory_note] if memory_note else []
     if strip_wanted and len(plan.corruptions) > MAX_STRIP_ROWS:
         notes.append(f"The image strip shows the first {MAX_STRIP_ROWS} corruptions.")
     inputs = SweepInputs(

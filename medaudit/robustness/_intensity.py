@@ -21,9 +21,9 @@ SOURCE_MEDMNIST_C = "MedMNIST-C (Di Salvo et al. 2024)"
 def brightness(x: Any, shift: float, rng: ImageRandom) -> Any:
     """Add ``shift`` to every pixel (clipped to [0, 1]).
 
-    ``brightness_up``: shift = 0.1, 0.2, 0.3, 0.4, 0.5 (ImageNet-C's brightness, which
-    for a grayscale image adds to the HSV value, i.e. to the gray level).
-    ``brightness_down``: the same shifts subtracted.
+    Severity parameter: ``shift`` = 0.1, 0.2, 0.3, 0.4, 0.5 for ``brightness_up``
+    (ImageNet-C's brightness, which for a grayscale image adds to the HSV value, i.e. to
+    the gray level); the same shifts subtracted for ``brightness_down``.
     """
     return x + shift
 
@@ -31,8 +31,9 @@ def brightness(x: Any, shift: float, rng: ImageRandom) -> Any:
 def contrast(x: Any, factor: float, rng: ImageRandom) -> Any:
     """Scale every channel's deviation from its mean: ``(x - mean) * factor + mean``.
 
-    ``contrast_down``: factor = 0.4, 0.3, 0.2, 0.1, 0.05 (ImageNet-C; MedMNIST-C's chest
-    preset uses 0.9-0.4). ``contrast_up``: factor = 1.1, 1.2, 1.3, 1.4, 1.6 (MedMNIST-C).
+    Severity parameter: ``factor`` = 0.4, 0.3, 0.2, 0.1, 0.05 for ``contrast_down``
+    (ImageNet-C; MedMNIST-C's chest preset uses 0.9-0.4) and 1.1, 1.2, 1.3, 1.4, 1.6 for
+    ``contrast_up`` (MedMNIST-C).
     """
     mean = x.mean(dim=(-2, -1), keepdim=True)
     return (x - mean) * factor + mean
@@ -41,8 +42,8 @@ def contrast(x: Any, factor: float, rng: ImageRandom) -> Any:
 def gamma(x: Any, exponent: float, rng: ImageRandom) -> Any:
     """Gamma curve ``x ** exponent`` (torchvision's ``adjust_gamma`` with gain 1).
 
-    ``gamma_up``: exponent = 1.1, 1.2, 1.3, 1.4, 1.6 (darker mid-tones);
-    ``gamma_down``: exponent = 0.9, 0.8, 0.7, 0.6, 0.4 (brighter); both MedMNIST-C.
+    Severity parameter: ``exponent`` = 1.1, 1.2, 1.3, 1.4, 1.6 for ``gamma_up`` (darker
+    mid-tones) and 0.9, 0.8, 0.7, 0.6, 0.4 for ``gamma_down`` (brighter); both MedMNIST-C.
     """
     return x.clamp(min=0.0) ** exponent
 

@@ -50,67 +50,63 @@ def drop_heatmap(sweep: pd.DataFrame, *, clean_auroc: float) -> Figure:
     return Figure.from_matplotlib(fig, alt=alt)
 
 
-def degradation_curves(
-    sweep: pd.DataFrame, *, clean_auroc: float, heldout_auroc: float | None = None
-) -> Figure:
-    """AUROC against severity with its CI band, one small panel per corruption."""
+def degradation_curves(sweep: pd.DataFrame, *, clean_auroc: float) -> Figure:
+    """AUROC against severity (0 = clean) for every corruption, with 95% CI bands."""
     names = list(dict.fromkeys(sweep["corruption"]))
-    ncols = min(4, len(names))
-    nrows = math.ceil(len(names) / ncols)
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(2.3 * ncols + 0.6, 1.9 * nrows + 0.6), squeeze=False, sharey=True
-    )
-    for ax, name in zip(axes.ravel(), names, strict=False):
+    fig, ax = plt.subplots(figsize=(7.0, 3.6))
+    colours = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
+    for i, name in enumerate(names):
         d = sweep[sweep["corruption"] == name].sort_values("severity")
-        x = np.r_[0, d["severity"].to_numpy()]
+        colour = colours(i % colours.N)
         ax.fill_between(
-            d["severity"], d["auroc_ci_low"], d["auroc_ci_high"], color="#1f5f8b", alpha=0.2, lw=0
+            d["severity"], d["auroc_ci_low"], d["auroc_ci_high"], color=colour, alpha=0.12, lw=0
         )
-        ax.plot(x, np.r_[clean_auroc, d["auroc"].to_numpy()], "o-", color="#1f5f8b", ms=3)
-        ax.axhline(clean_auroc, color="0.5", lw=0.8, ls="--")
-        if heldout_auroc is not None and math.isfinite(heldout_auroc):
-            ax.axhline(heldout_auroc, color="#b5452b", lw=0.8, ls=":")
-        ax.set_title(name, fontsize=8)
-        ax.set_xticks(range(0, 6))
-        ax.tick_params(labelsize=7)
-    for ax in axes.ravel()[len(names) :]:
-        ax.axis("off")
-    fig.supxlabel("severity (0 = clean)", fontsize=8)
-    fig.supylabel("AUROC (95% CI)", fontsize=8)
+        ax.plot(
+            np.r_[0, d["severity"].to_numpy()],
+            np.r_[clean_auroc, d["auroc"].to_numpy()],
+            "o-",
+            color=colour,
+            ms=3,
+            lw=1.2,
+            label=name,
+        )
+    ax.axhline(clean_auroc, color="0.5", lw=0.8, ls="--", label="clean")
+    ax.set(xlabel="severity (0 = clean)", ylabel="AUROC (95% CI)", xticks=range(0, 6))
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     alt = (
         f"AUROC against severity for {len(names)} corruptions with 95% confidence bands; "
-        f"dashed line: clean AUROC {clean_auroc:.3f}"
-        + (
-            f"; dotted line: AUROC on the held-out site {heldout_auroc:.3f}."
-            if heldout_auroc is not None and math.isfinite(heldout_auroc)
-            else "."
-        )
+        f"dashed line: clean AUROC {clean_auroc:.3f}."
     )
     return Figure.from_matplotlib(fig, alt=alt)
 
 
 def severity_strip(images: Mapping[str, Sequence[np.ndarray]]) -> Figure:
-    """One image, clean and at severities 1-5, one row per corruption.
+    """One image, clean and at severities 1-5, one row per corruption (one mosaic).
 
     ``images`` maps a corruption to six arrays of shape (C, H, W) in [0, 1].
     """
     names = list(images)
-    fig, axes = plt.subplots(len(names), 6, figsize=(6.6, 1.15 * len(names) + 0.3), squeeze=False)
+    first = np.asarray(images[names[0]][0])
+    c, h, w = first.shape
+    gap = max(1, h // 16)
+    mosaic = np.ones((len(names) * (h + gap) - gap, 6 * (w + gap) - gap, 3))
     for r, name in enumerate(names):
-        for c, img in enumerate(images[name]):
-            ax = axes[r, c]
+        for k, img in enumerate(images[name]):
             arr = np.clip(np.asarray(img, dtype=np.float64), 0, 1)
-            if arr.shape[0] == 1:
-                ax.imshow(arr[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            else:
-                ax.imshow(arr[:3].transpose(1, 2, 0), interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title("clean" if c == 0 else f"severity {c}", fontsize=7)
-            if c == 0:
-                ax.set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
+            rgb = np.repeat(arr[:1], 3, axis=0) if arr.shape[0] == 1 else arr[:3]
+            top, left = r * (h + gap), k * (w + gap)
+            mosaic[top : top + h, left : left + w] = rgb.transpose(1, 2, 0)
+    fig, ax = plt.subplots(figsize=(6.4, 1.07 * len(names) + 0.4))
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_xticks([k * (w + gap) + w / 2 for k in range(6)])
+    ax.set_xticklabels(["clean", *(f"severity {k}" for k in range(1, 6))], fontsize=7)
+    ax.xaxis.tick_top()
+    ax.set_yticks([r * (h + gap) + h / 2 for r in range(len(names))])
+    ax.set_yticklabels(names, fontsize=7)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     fig.tight_layout()
     alt = (
         f"One synthetic image, clean and at severities 1 to 5, under {len(names)} "

@@ -46,6 +46,15 @@ METHODS = (
 )
 
 
+# Why mCE could not be computed, by what CE is measured against.
+MSG_NO_MCE = {
+    "clean model": "the clean balanced error is 0, so CE against the clean model is "
+    "undefined; give --reference-model to measure CE against a reference",
+    "reference model": "the reference model's errors do not grow under these corruptions, "
+    "so CE against it is undefined",
+}
+
+
 @dataclass(frozen=True)
 class SweepInputs:
     """What the section is built from: one clean pass and one pass per cell."""
@@ -126,7 +135,7 @@ def robustness_section(
         title="Robustness to image corruption",
         summary=_summary(result, checks, groups, shift, severity),
         tables=tables,
-        figures=_figures(result, shift, inputs.strip),
+        figures=_figures(result, inputs.strip),
         checks=checks,
         notes=_notes(result, inputs, gs, severity),
         references=REFERENCES,
@@ -139,12 +148,17 @@ def _checks(
 ) -> list[Check]:
     checks: list[Check] = []
     ref = result.reference
-    if result.mce is not None:
+    mce_desc = (
+        f"Mean corruption error (mCE, balanced error against the {ref}) over "
+        f"{len(plan.corruptions)} corruption(s)"
+    )
+    if result.mce is not None and not math.isfinite(result.mce.value):
+        checks.append(policy.skipped("robustness.mce", mce_desc, MSG_NO_MCE[ref]))
+    elif result.mce is not None:
         checks.append(
             policy.judge(
                 "robustness.mce",
-                f"Mean corruption error (mCE, balanced error against the {ref}) over "
-                f"{len(plan.corruptions)} corruption(s)",
+                mce_desc,
                 result.mce.value,
                 ci=result.mce.ci(confidence),
                 advice="Errors grow under corrupted images: train with these corruptions as "
@@ -171,17 +185,11 @@ def _checks(
     return checks
 
 
-def _figures(
-    result: SweepResult, shift: pd.DataFrame | None, strip: dict[str, list[np.ndarray]]
-) -> dict[str, Figure]:
-    heldout = None
-    if shift is not None and "auroc" in shift.columns:
-        rows = shift[shift["held_out"] & (shift["status"] == "ok")]
-        heldout = float(rows["auroc"].iloc[0]) if len(rows) == 1 else None
+def _figures(result: SweepResult, strip: dict[str, list[np.ndarray]]) -> dict[str, Figure]:
     figs = {
         "heatmap": drop_heatmap(result.sweep, clean_auroc=result.clean_auroc.value),
         "degradation_curves": degradation_curves(
-            result.sweep, clean_auroc=result.clean_auroc.value, heldout_auroc=heldout
+            result.sweep, clean_auroc=result.clean_auroc.value
         ),
     }
     if strip:

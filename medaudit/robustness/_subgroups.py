@@ -2,11 +2,13 @@
 
 For every group ``g`` of an attribute, the rest of the cohort ``r`` is the comparison:
 the clean gap is ``AUROC_r - AUROC_g``, the corrupted gap the same under a corruption.
-``excess_drop = drop_g - drop_r`` says whether the group loses more than everyone else;
-``gap_widening = |gap_corrupted| - |gap_clean|`` whether the corruption widens the
-difference that was there on clean images. Both come with percentile-bootstrap
-intervals from one resampling stratified by group and class and by patient, shared by
-the clean and every corrupted pass (paired).
+``excess_drop = drop_g - drop_r`` (= corrupted gap - clean gap) says whether the group
+loses more than everyone else; ``gap_widening = sign(clean gap) * excess_drop`` whether
+the corruption widens the difference that was there on clean images (positive: the side
+that was already worse loses more). Both come with percentile-bootstrap intervals from
+one resampling stratified by group and class and by patient, shared by the clean and
+every corrupted pass (paired). Widening is signed by the clean point estimate rather than
+taken as a difference of absolute gaps, whose bootstrap is unreliable near a zero gap.
 """
 
 from __future__ import annotations
@@ -168,9 +170,8 @@ def _group_rows(
         g1, r1 = _auc(labels, scores, W, in_g), _auc(labels, scores, W, rest)
         drop_g, excess = g0 - g1, (g0 - g1) - (r0 - r1)
         gap1 = r1 - g1
-        widening = Estimate(
-            abs(gap1.value) - abs(gap0.value), np.abs(gap1.samples) - np.abs(gap0.samples)
-        )
+        side = 1.0 if gap0.value >= 0 else -1.0
+        widening = Estimate(side * excess.value, side * excess.samples)
         dlo, dhi = drop_g.ci(s.confidence)
         elo, ehi = excess.ci(s.confidence)
         wlo, whi = widening.ci(s.confidence)
