@@ -296,3 +296,56 @@ def test_cli_audit_writes_the_sweep_table_and_ce_against_a_reference(
     assert any("reference model" in n for n in sec["notes"])
     mce = next(c for c in sec["checks"] if c["id"] == "robustness.mce")
     assert mce["value"] == pytest.approx(1.0) and "reference model" in mce["description"]
+
+
+# ------------------------------------------------------------------ medaudit corrupt
+def test_cli_corrupt_writes_copies_and_a_manifest(tmp_path, synth_dir, capsys):
+    from medaudit.data import load_cohort
+    from medaudit.robustness import corrupt
+
+    out = tmp_path / "noisy"
+    args = ["corrupt", "--data", str(synth_dir / "manifest.csv"), "--out", str(out)]
+    assert run([*args, "--corruption", "gaussian_noise", "--severity", "2", "--seed", "4"]) == 0
+    assert "Wrote gaussian_noise at severity 2" in capsys.readouterr().out
+    src, copy = load_cohort(synth_dir / "manifest.csv"), load_cohort(out / "manifest.csv")
+    assert len(copy) == len(src) and sorted(p.name for p in out.iterdir()) == [
+        "images",
+        "manifest.csv",
+    ]
+    assert {"source_path", "corruption", "severity", "corruption_seed"} <= set(copy.meta.columns)
+    assert (copy.meta["label"].to_numpy() == src.labels).all()
+    for i in (0, len(src) - 1):  # each image corrupted at its own size, seeded by its row
+        x = torch.from_numpy(src.image(i))[None]
+        want = corrupt(x, "gaussian_noise", 2, seed=4, index=[i])[0].numpy()
+        np.testing.assert_allclose(copy.image(i), np.round(want * 255) / 255, atol=1e-6)
+    # 16-bit copies for grayscale images
+    out16 = tmp_path / "blur16"
+    assert run([*args[:3], "--out", str(out16), "--corruption", "gaussian_blur",
+                "--severity", "1", "--bit-depth", "16"]) == 0  # fmt: skip
+    from PIL import Image
+
+    with Image.open(out16 / "images" / "000000.png") as im:
+        assert im.mode.startswith("I")
+
+
+def test_cli_corrupt_bad_input_exits_2_and_writes_nothing(tmp_path, synth_dir, capsys):
+    man = str(synth_dir / "manifest.csv")
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("x")
+    cases = [
+        (["--corruption", "fog", "--severity", "1"], "valid choices: gaussian_noise, shot_noise"),
+        (["--corruption", "gaussian_noise", "--severity", "7"], "[1, 2, 3, 4, 5]; got 7"),
+        (["--corruption", "bubbles", "--severity", "1"], "valid choices for these images:"),
+        (["--corruption", "gaussian_noise", "--severity", "1", "--bit-depth", "12"], "8 or 16"),
+    ]
+    for extra, words in cases:
+        capsys.readouterr()
+        assert run(["corrupt", "--data", man, "--out", str(tmp_path / "o"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err, err
+    args = ["--corruption", "gaussian_noise", "--severity", "1"]
+    assert run(["corrupt", "--data", man, "--out", str(taken), *args]) == 2
+    assert "already exists and is not empty" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no half-written folder
+    assert run(["corrupt", "--data", str(tmp_path / "none.csv"), "--out", "x", *args]) == 2

@@ -61,7 +61,7 @@ NOISE_EFFECT_TOL, NOISE_W1_TOL = 0.03, 0.06
 @pytest.fixture(scope="module")
 def gray_images() -> np.ndarray:
     c = generate_hospitals(n_sites=2, patients_per_site=10, image_size=64, seed=0)
-    return c.images[:16, 0]
+    return c.images[:32, 0]
 
 
 def _peer(name: str, images: np.ndarray, severity: int) -> np.ndarray:
@@ -93,6 +93,7 @@ def _ours(name: str, images: np.ndarray, severity: int) -> np.ndarray:
 @pytest.mark.parametrize("name", list(DETERMINISTIC))
 def test_deterministic_corruptions_agree_with_imagecorruptions(name, gray_images):
     peer_name, tol, to8 = DETERMINISTIC[name]
+    gray_images = gray_images[:16]  # deterministic: 16 images are plenty
     clean = gray_images / 255.0
     for sev in SEVERITIES:
         theirs = _peer(peer_name, gray_images, sev)
@@ -106,6 +107,8 @@ def test_deterministic_corruptions_agree_with_imagecorruptions(name, gray_images
 
 @pytest.mark.parametrize("name", list(NOISE))
 def test_noise_distributions_agree_with_imagecorruptions(name, gray_images):
+    # 32 images: at severity 1, 3% impulse noise flips about 4,000 pixels; the effect's
+    # Monte Carlo error is then about 1%, well inside the 3% tolerance.
     clean = gray_images / 255.0
     for sev in SEVERITIES:
         theirs = _peer(NOISE[name], gray_images, sev)

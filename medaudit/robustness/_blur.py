@@ -14,7 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from medaudit.robustness._filters import filter2d, gaussian_kernel1d, separable_filter
+from medaudit.robustness._filters import (
+    filter2d,
+    filter2d_per_image,
+    gaussian_kernel1d,
+    separable_filter,
+)
 from medaudit.robustness._random import ImageRandom
 from medaudit.robustness._registry import register_corruption
 
@@ -97,28 +102,29 @@ def motion_blur(x: Any, param: tuple[int, float], rng: ImageRandom) -> Any:
 
 
 def motion_blur_at(x: Any, kernel: np.ndarray, angle_rad: Any) -> Any:
-    """Motion blur of image ``b`` along ``angle_rad[b]`` with the tap weights ``kernel``."""
+    """Motion blur of image ``b`` along ``angle_rad[b]`` with the tap weights ``kernel``.
+
+    Tap ``i`` shifts the image by ``(-ceil(i sin a - 1/2), -ceil(i cos a - 1/2))`` pixels
+    with the edges repeated; a tap whose shift leaves the image ends the kernel there (as
+    in the peer). All taps of an image form one sparse 2-D kernel, applied by FFT.
+    """
     import torch
 
-    b, c, h, w = x.shape
-    flat = x.reshape(b, c, h * w)
-    out = torch.zeros_like(flat)
-    sin, cos = torch.sin(angle_rad), torch.cos(angle_rad)
-    alive = torch.ones(b, dtype=torch.bool)
-    hh, ww = torch.arange(h), torch.arange(w)
-    for i, weight in enumerate(kernel):
-        dy = -torch.ceil(i * sin - 0.5).long()
-        dx = -torch.ceil(i * cos - 0.5).long()
-        # The motion has left the image: the peer drops this tap and every later one.
-        alive &= (dy.abs() < h) & (dx.abs() < w)
-        if not bool(alive.any()):
-            break
-        rows = (hh[None, :] - dy[:, None]).clamp(0, h - 1)
-        cols = (ww[None, :] - dx[:, None]).clamp(0, w - 1)
-        idx = (rows[:, :, None] * w + cols[:, None, :]).reshape(b, 1, h * w).to(x.device)
-        scale = (alive.to(x.dtype) * float(weight)).to(x.device)[:, None, None]
-        out += scale * flat.gather(2, idx.expand(b, c, h * w))
-    return out.reshape(b, c, h, w)
+    b, _, h, w = x.shape
+    taps = torch.arange(len(kernel), dtype=torch.float64)
+    a = torch.as_tensor(angle_rad, dtype=torch.float64).reshape(-1, 1).cpu()
+    dy = -torch.ceil(taps * torch.sin(a) - 0.5).long()  # (b, taps)
+    dx = -torch.ceil(taps * torch.cos(a) - 0.5).long()
+    inside = (dy.abs() < h) & (dx.abs() < w)
+    alive = torch.cumprod(inside.long(), dim=1).bool()  # the peer stops at the first exit
+    reach = int(torch.where(alive, torch.maximum(dy.abs(), dx.abs()), 0).max())
+    size = 2 * reach + 1
+    weights = torch.as_tensor(kernel, dtype=torch.float64)[None, :] * alive
+    kernels = torch.zeros((b, size, size), dtype=torch.float64)
+    rows = torch.arange(b)[:, None].expand_as(dy)
+    kernels.index_put_((rows, reach - dy.clamp(-reach, reach), reach - dx.clamp(-reach, reach)),
+                       weights, accumulate=True)  # fmt: skip
+    return filter2d_per_image(x, kernels.to(x.device), "nearest")
 
 
 def zoom_blur(x: Any, factors: tuple[float, ...], rng: ImageRandom) -> Any:

@@ -17,7 +17,9 @@ import numpy as np
 
 __all__ = [
     "border_index",
+    "fft_length",
     "filter2d",
+    "filter2d_per_image",
     "gaussian_kernel1d",
     "separable_filter",
     "smoothing_matrix",
@@ -99,6 +101,52 @@ def _kernel_spectrum(
     return torch.fft.rfft2(torch.flip(k, dims=(0, 1)), s=(h, w))
 
 
+def fft_length(n: int) -> int:
+    """The smallest ``m >= n`` whose prime factors are 2, 3 and 5 (fast FFT sizes).
+
+    Examples
+    --------
+    >>> fft_length(124), fft_length(97), fft_length(64)
+    (125, 100, 64)
+    """
+    m = n
+    while True:
+        r = m
+        for p in (2, 3, 5):
+            while r % p == 0:
+                r //= p
+        if r == 1:
+            return m
+        m += 1
+
+
+def _pad(x: Any, ph: int, pw: int, mode: str) -> Any:
+    import torch
+
+    h, w = x.shape[-2:]
+    rows = torch.as_tensor(border_index(h, ph, ph, mode), device=x.device)
+    cols = torch.as_tensor(border_index(w, pw, pw, mode), device=x.device)
+    return x.index_select(-2, rows).index_select(-1, cols)
+
+
+def filter2d_per_image(x: Any, kernels: Any, mode: str = "nearest") -> Any:
+    """Correlate image ``b`` of ``x`` (N, C, H, W) with ``kernels[b]`` (odd sides), by FFT.
+
+    As :func:`filter2d`, but with one kernel per image (a motion blur at each image's own
+    angle).
+    """
+    import torch
+
+    kh, kw = kernels.shape[-2:]
+    h, w = x.shape[-2:]
+    xp = _pad(x, kh // 2, kw // 2, mode)
+    # Zero-padding to a fast length only adds outputs past the ones kept below.
+    hh, ww = fft_length(xp.shape[-2]), fft_length(xp.shape[-1])
+    spec = torch.fft.rfft2(torch.flip(kernels.to(x.dtype), dims=(-2, -1)), s=(hh, ww))
+    y = torch.fft.irfft2(torch.fft.rfft2(xp, s=(hh, ww)) * spec[:, None], s=(hh, ww))
+    return y[..., kh - 1 : kh - 1 + h, kw - 1 : kw - 1 + w]
+
+
 def filter2d(x: Any, kernel: np.ndarray, mode: str = "reflect") -> Any:
     """Correlate every channel of every image with the 2-D ``kernel`` (odd sides).
 
@@ -109,16 +157,13 @@ def filter2d(x: Any, kernel: np.ndarray, mode: str = "reflect") -> Any:
     import torch
 
     kh, kw = kernel.shape
-    ph, pw = kh // 2, kw // 2
     h, w = x.shape[-2:]
-    rows = torch.as_tensor(border_index(h, ph, ph, mode), device=x.device)
-    cols = torch.as_tensor(border_index(w, pw, pw, mode), device=x.device)
-    xp = x.index_select(-2, rows).index_select(-1, cols)
-    hh, ww = xp.shape[-2:]
+    xp = _pad(x, kh // 2, kw // 2, mode)
+    hh, ww = fft_length(xp.shape[-2]), fft_length(xp.shape[-1])
     dtype = str(x.dtype).replace("torch.", "")
     spec = _kernel_spectrum(
         tuple(tuple(float(v) for v in r) for r in kernel), hh, ww, dtype, str(x.device)
     )
-    y = torch.fft.irfft2(torch.fft.rfft2(xp) * spec, s=(hh, ww))
+    y = torch.fft.irfft2(torch.fft.rfft2(xp, s=(hh, ww)) * spec, s=(hh, ww))
     # Circular correlation: output (i, j) lands at (i + kh - 1, j + kw - 1).
     return y[..., kh - 1 : kh - 1 + h, kw - 1 : kw - 1 + w]

@@ -44,7 +44,8 @@ def impulse_noise(x: Any, amount: float, rng: ImageRandom) -> Any:
     import torch
 
     u = rng.uniform(*x.shape[1:]).to(x.dtype)
-    return torch.where(u < amount / 2, 0.0, torch.where(u < amount, 1.0, x))
+    # u < amount / 2: pepper (0); amount / 2 <= u < amount: salt (1); else unchanged
+    return torch.where(u < amount, (u >= amount / 2).to(x.dtype), x)
 
 
 def speckle_noise(x: Any, sigma: float, rng: ImageRandom) -> Any:
