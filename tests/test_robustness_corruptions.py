@@ -279,3 +279,13 @@ def test_presets_resolve_per_channel_count():
     assert MSG_UNKNOWN_ITEM.format(names=["fog"], choices=valid_choices()) in str(exc.value)
     with pytest.raises(InvalidInputError, match="needs RGB images"):
         plan_sweep(["stain_shift"], channels=1)
+
+
+def test_docstring_examples_run():
+    import doctest
+    import importlib
+
+    for name in ("_random", "_registry", "_filters", "_digital", "_blur", "_presets", "_metrics"):
+        module = importlib.import_module(f"medaudit.robustness.{name}")
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0 and result.attempted > 0, name

@@ -80,9 +80,14 @@ def test_end_to_end_on_a_manifest_medaudit_did_not_write(tmp_path, capsys):
 
 
 def test_demo_noise_and_the_heldout_site_degrade_the_model(full_demo_run):
-    sec = full_demo_run.report.section("robustness")
-    sweep = sec.tables["sweep"].set_index(["corruption", "severity"])
-    noise = sweep.loc["gaussian_noise"]
+    from medaudit.data import generate_hospitals
+    from medaudit.demo import DemoSettings
+    from medaudit.models import load_checkpoint
+    from medaudit.pipeline import run_audits
+    from medaudit.report import Policy
+
+    sec = full_demo_run.report.section("robustness")  # the demo's default sweep (core)
+    noise = sec.tables["sweep"].set_index(["corruption", "severity"]).loc["gaussian_noise"]
     print(noise[["auroc", "auroc_drop", "auroc_drop_ci_low", "auroc_drop_ci_high"]])
     assert noise.loc[5, "auroc_drop_ci_low"] > 0  # measurable: the CI excludes no loss
     shift = sec.tables["acquisition_shift"].set_index("site")
@@ -96,6 +101,31 @@ def test_demo_noise_and_the_heldout_site_degrade_the_model(full_demo_run):
     assert set(female["corruption"]) == set(sec.tables["sweep"]["corruption"])
     assert (female["status"] == "ok").all() and female["verdict"].str.len().gt(0).all()
     assert "held-out site" in sec.summary
+
+    # Every noise corruption, on the same model and images.
+    d = DemoSettings()
+    cohort = generate_hospitals(
+        n_sites=d.n_sites, patients_per_site=d.patients_per_site, image_size=d.image_size,
+        shortcut_strength=d.shortcut_strength, hard_subgroup=d.hard_subgroup,
+        hard_contrast_factor=d.hard_contrast_factor, seed=0,
+    )  # fmt: skip
+    audited = cohort.subset(cohort.meta["split"].isin(["test", "external"]).to_numpy())
+    lm = load_checkpoint(full_demo_run.checkpoint)
+    rep = run_audits(
+        full_demo_run.predictions,
+        audited,
+        audits=["robustness"],
+        sensitive=["sex"],
+        policy=Policy.from_mapping(
+            {"settings": {"n_bootstrap": 300, "robustness": {"corruptions": ["noise"]}}}
+        ),
+        model=lm.model,
+        model_info={"image_size": lm.image_size, "in_channels": 1, "mean": lm.mean, "std": lm.std},
+    )
+    sweep = rep.section("robustness").tables["sweep"]
+    worst = sweep[sweep["severity"] == 5].set_index("corruption")
+    print(worst[["auroc", "auroc_drop", "auroc_drop_ci_low", "auroc_drop_ci_high"]])
+    assert len(worst) == 4 and (worst["auroc_drop_ci_low"] > 0).all()
 
 
 def _clustered_scores(rng, n_patients, d_clean, d_corrupt, tau=0.6, rho=0.7):

@@ -40,8 +40,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "corruptions",
         ["core"],
-        "Corruptions to sweep: presets (core, chest, ct, mri, fundus, derm, path, all) "
-        "and/or corruption names, comma-separated.",
+        "Corruptions to sweep, comma-separated: presets (core, chest, ct, mri, fundus, "
+        "derm, path, all), families (noise, blur, intensity, digital, acquisition, colour) "
+        "and/or corruption names.",
         "list",
         flag="--corruptions",
         check=check_items,
