@@ -16,7 +16,7 @@ Tolerances, as a fraction of the corruption's own effect (mean |corrupted - clea
   pixelate 6% (Pillow rounds its horizontal pass to 8 bits before the vertical one and
   rounds halves up; medaudit stays in float).
 * noise — independent draws differ pixel by pixel, so their distributions are compared:
-  the mean absolute effect must agree within 3% and the Wasserstein-1 distance between
+  the mean absolute effect must agree within 5% and the Wasserstein-1 distance between
   the two residual distributions (corrupted - clean) must be below 6% of the effect.
   Motion blur draws its angle at random: the peer's angle (its first ``np.random`` draw
   after seeding) is given to medaudit's kernel.
@@ -25,6 +25,7 @@ Tolerances, as a fraction of the corruption's own effect (mean |corrupted - clea
 from __future__ import annotations
 
 import warnings
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -55,20 +56,26 @@ DETERMINISTIC = {
 }
 NOISE = {"gaussian_noise": "gaussian_noise", "shot_noise": "shot_noise",
          "impulse_noise": "impulse_noise"}  # fmt: skip
-NOISE_EFFECT_TOL, NOISE_W1_TOL = 0.03, 0.06
+NOISE_EFFECT_TOL, NOISE_W1_TOL = 0.05, 0.06
 
 
 @pytest.fixture(scope="module")
 def gray_images() -> np.ndarray:
-    c = generate_hospitals(n_sites=2, patients_per_site=10, image_size=64, seed=0)
-    return c.images[:32, 0]
+    c = generate_hospitals(n_sites=2, patients_per_site=40, image_size=64, seed=0)
+    return c.images[:192, 0]
 
 
 def _peer(name: str, images: np.ndarray, severity: int) -> np.ndarray:
     out = []
+    default_rng = np.random.default_rng
     for k, im in enumerate(images):
         np.random.seed(k)
-        with warnings.catch_warnings():
+        # impulse noise calls scikit-image's random_noise, which draws from an unseeded
+        # np.random.default_rng(); seed it too, so that the peer is reproducible.
+        with (
+            warnings.catch_warnings(),
+            mock.patch("numpy.random.default_rng", lambda seed=None, k=k: default_rng(k)),
+        ):
             warnings.simplefilter("ignore")  # the peer's own numerical warnings
             out.append(imagecorruptions.corrupt(im, severity=severity, corruption_name=name))
     return np.stack(out)[..., 0].astype(np.float64) / 255.0
@@ -107,8 +114,13 @@ def test_deterministic_corruptions_agree_with_imagecorruptions(name, gray_images
 
 @pytest.mark.parametrize("name", list(NOISE))
 def test_noise_distributions_agree_with_imagecorruptions(name, gray_images):
-    # 32 images: at severity 1, 3% impulse noise flips about 4,000 pixels; the effect's
-    # Monte Carlo error is then about 1%, well inside the 3% tolerance.
+    # Dense noise (Gaussian, shot) changes every pixel: 64 images give a Monte Carlo error
+    # far below the tolerance. Impulse noise is sparse, so it gets 192 images:
+    # at severity 1, 3% impulse noise flips about 24,000 pixels on each side;
+    # the relative Monte Carlo error of the difference of the two effects is then about
+    # 1.4%, so the 5% tolerance is 3.5 standard errors (the noisiest case; the others
+    # are well inside).
+    gray_images = gray_images[: 192 if name == "impulse_noise" else 64]
     clean = gray_images / 255.0
     for sev in SEVERITIES:
         theirs = _peer(NOISE[name], gray_images, sev)

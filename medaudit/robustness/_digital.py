@@ -66,19 +66,22 @@ def _dct2_matrix() -> np.ndarray:
 
 
 def _jpeg_planes(v: Any, tables: list[np.ndarray]) -> Any:
-    """Quantise the 8 × 8 DCT of every plane of ``v`` (0-255, sides multiples of 8)."""
+    """Quantise and reconstruct the 8 × 8 DCT of every plane of ``v``: 0-255 samples out.
+
+    ``v`` holds level-shifted 8-bit samples with sides multiples of 8. Intermediates are
+    updated in place, so the image makes a few passes through memory, not one per step.
+    """
     import torch
 
     b, c, h, w = v.shape
     k = torch.as_tensor(_dct2_matrix(), dtype=v.dtype, device=v.device)
     t = torch.as_tensor(np.stack([tb.ravel() for tb in tables]), dtype=v.dtype, device=v.device)
-    blocks = v.reshape(b, c, h // 8, 8, w // 8, 8).permute(0, 1, 2, 4, 3, 5)
-    blocks = blocks.reshape(b, c, -1, 64) - 128.0
-    coef = blocks @ k.T
     t = t[None, :, None, :]
-    recon = (torch.round(coef / t) * t) @ k + 128.0
+    blocks = v.reshape(b, c, h // 8, 8, w // 8, 8).permute(0, 1, 2, 4, 3, 5)
+    coef = blocks.reshape(b, c, -1, 64) @ k.T
+    recon = coef.div_(t).round_().mul_(t) @ k
     recon = recon.reshape(b, c, h // 8, w // 8, 8, 8).permute(0, 1, 2, 4, 3, 5)
-    return torch.round(recon.reshape(b, c, h, w)).clamp(0.0, 255.0)
+    return recon.reshape(b, c, h, w).add_(128.0).round_().clamp_(0.0, 255.0)
 
 
 _RGB_TO_YCC = np.array(
@@ -101,26 +104,24 @@ def jpeg_compression(x: Any, quality: int, rng: ImageRandom) -> Any:
     import torch.nn.functional as F
 
     b, c, h, w = x.shape
-    v = torch.round(x.clamp(0.0, 1.0).float() * 255.0)
+    v = x.float().mul(255.0).round_().clamp_(0.0, 255.0)  # 8-bit samples
     luma, chroma = jpeg_tables(int(quality))
     m = torch.as_tensor(_RGB_TO_YCC, dtype=v.dtype, device=v.device)
+    chroma_shift = torch.tensor([0.0, 128.0, 128.0], dtype=v.dtype, device=v.device)
     if c == 3:
-        v = torch.einsum("ij,bjhw->bihw", m, v) + torch.tensor(
-            [0.0, 128.0, 128.0], dtype=v.dtype, device=v.device
-        ).view(1, 3, 1, 1)
+        v = torch.einsum("ij,bjhw->bihw", m, v).add_(chroma_shift.view(1, 3, 1, 1))
         tables = [luma, chroma, chroma]
     else:
         tables = [luma] * c
+    v.sub_(128.0)  # JPEG's level shift
     ph, pw = (-h) % 8, (-w) % 8
     if ph or pw:
         v = F.pad(v, (0, pw, 0, ph), mode="replicate")
     out = _jpeg_planes(v, tables)[..., :h, :w]
     if c == 3:
-        shifted = out - torch.tensor([0.0, 128.0, 128.0], dtype=v.dtype, device=v.device).view(
-            1, 3, 1, 1
-        )
+        shifted = out - chroma_shift.view(1, 3, 1, 1)
         out = torch.round(torch.einsum("ij,bjhw->bihw", torch.linalg.inv(m), shifted))
-    return (out / 255.0).to(x.dtype)
+    return out.div_(255.0).to(x.dtype)
 
 
 @lru_cache(maxsize=64)

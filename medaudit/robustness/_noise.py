@@ -23,7 +23,7 @@ def gaussian_noise(x: Any, sigma: float, rng: ImageRandom) -> Any:
     Severity parameter: ``sigma`` = 0.08, 0.12, 0.18, 0.26, 0.38 (ImageNet-C); MedMNIST-C
     uses 0.04-0.26 for chest X-rays.
     """
-    return x + sigma * rng.normal(*x.shape[1:]).to(x.dtype)
+    return rng.normal(*x.shape[1:]).to(x.dtype).mul_(sigma).add_(x)
 
 
 def shot_noise(x: Any, photons: float, rng: ImageRandom) -> Any:
@@ -32,7 +32,7 @@ def shot_noise(x: Any, photons: float, rng: ImageRandom) -> Any:
     Severity parameter: ``photons`` = 60, 25, 12, 5, 3 (ImageNet-C; fewer photons, more
     noise). Low-dose acquisitions have fewer photons per pixel.
     """
-    return rng.poisson(x.clamp(min=0.0) * photons) / photons
+    return rng.poisson(x.clamp(min=0.0) * photons).div_(photons)
 
 
 def impulse_noise(x: Any, amount: float, rng: ImageRandom) -> Any:
@@ -54,7 +54,7 @@ def speckle_noise(x: Any, sigma: float, rng: ImageRandom) -> Any:
     Severity parameter: ``sigma`` = 0.15, 0.2, 0.35, 0.45, 0.6 (ImageNet-C's validation
     set). Coherent imaging (ultrasound, OCT) is dominated by speckle.
     """
-    return x + x * sigma * rng.normal(*x.shape[1:]).to(x.dtype)
+    return rng.normal(*x.shape[1:]).to(x.dtype).mul_(sigma).add_(1.0).mul_(x)
 
 
 register_corruption(

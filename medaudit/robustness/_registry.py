@@ -261,4 +261,7 @@ def apply_corruption(c: Corruption, x: Any, param: Any, index: np.ndarray, seed:
 
     work = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
     rng = ImageRandom(index, seed=seed, stream=c.name, device=x.device)
-    return c.fn(work, param, rng).clamp(0.0, 1.0).to(x.dtype)
+    out = c.fn(work, param, rng)
+    if out.untyped_storage().data_ptr() == work.untyped_storage().data_ptr():
+        out = out.clone()  # never clamp (or hand back) the caller's tensor in place
+    return out.clamp_(0.0, 1.0).to(x.dtype)
