@@ -285,7 +285,28 @@ def test_docstring_examples_run():
     import doctest
     import importlib
 
-    for name in ("_random", "_registry", "_filters", "_digital", "_blur", "_presets", "_metrics"):
+    modules = ("_random", "_registry", "_filters", "_digital", "_blur", "_presets", "_metrics")
+    for name in modules:
         module = importlib.import_module(f"medaudit.robustness.{name}")
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0 and result.attempted > 0, name
+
+
+def test_resampled_auroc_equals_the_stats_module_and_sklearn():
+    from sklearn.metrics import roc_auc_score
+
+    from medaudit.robustness._metrics import resampled_auroc
+    from medaudit.stats import bootstrap_counts, weighted_auroc
+
+    rng = np.random.default_rng(0)
+    for n, ties in ((50, False), (400, True)):
+        y = rng.random(n) < 0.3
+        s = rng.normal(y * 1.0, 1.0)
+        if ties:
+            s = np.round(s, 1)  # many tied scores, across the classes
+        W = bootstrap_counts(y.astype(int), n_boot=200, random_state=1)
+        np.testing.assert_allclose(resampled_auroc(y, s, W), weighted_auroc(y, s, W), atol=1e-12)
+        # scikit-learn's roc_auc_score on the expanded resample (reference implementation)
+        rows = np.repeat(np.arange(n), W[3].astype(int))
+        assert resampled_auroc(y, s, W[3:4])[0] == pytest.approx(roc_auc_score(y[rows], s[rows]))
+    assert np.isnan(resampled_auroc(np.zeros(5, bool), np.arange(5.0), np.ones((1, 5)))[0])
