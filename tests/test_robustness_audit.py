@@ -349,3 +349,23 @@ def test_cli_corrupt_bad_input_exits_2_and_writes_nothing(tmp_path, synth_dir, c
     assert "already exists and is not empty" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no half-written folder
     assert run(["corrupt", "--data", str(tmp_path / "none.csv"), "--out", "x", *args]) == 2
+
+
+def test_summary_names_the_worst_off_group_and_whether_its_gap_widens():
+    from medaudit.robustness._section import _subgroup_sentence
+
+    base = {"attribute": "sex", "status": "ok", "severity": 3}
+    rows = [
+        {**base, "group": "female", "corruption": c, "auroc_clean": 0.7, "gap_clean": 0.1,
+         "gap_clean_ci_low": 0.04, "gap_clean_ci_high": 0.16, "excess_drop": e,
+         "excess_drop_ci_low": lo, "excess_drop_ci_high": hi, "gap_widening": e,
+         "gap_widening_ci_low": lo, "gap_widening_ci_high": hi}
+        for c, e, lo, hi in (("noise", 0.08, 0.02, 0.14), ("blur", -0.01, -0.05, 0.03))
+    ]  # fmt: skip
+    text = " ".join(_subgroup_sentence(pd.DataFrame(rows)))
+    assert "The female group (sex) is the worst off on clean images (AUROC 0.70" in text
+    assert "its gap widens under noise." in text
+    assert "The female group (sex) loses more AUROC than the rest under noise" in text
+    for r in rows:  # a clean gap whose CI reaches 0 is not called "worst off"
+        r["gap_clean_ci_low"] = -0.01
+    assert "worst off" not in " ".join(_subgroup_sentence(pd.DataFrame(rows)))

@@ -133,7 +133,7 @@ def robustness_section(
     return Section(
         name="robustness",
         title="Robustness to image corruption",
-        summary=_summary(result, checks, groups, shift, severity),
+        summary=_summary(result, checks, groups, shift, severity, gs.confidence),
         tables=tables,
         figures=_figures(result, inputs.strip),
         checks=checks,
@@ -203,6 +203,7 @@ def _summary(
     groups: pd.DataFrame,
     shift: pd.DataFrame | None,
     severity: int,
+    confidence: float,
 ) -> str:
     sweep = result.sweep
     n = sweep["corruption"].nunique()
@@ -228,27 +229,47 @@ def _summary(
             "AUROC beyond doubt."
         )
     parts += _subgroup_sentence(groups)
-    parts += _shift_sentence(shift, result)
+    parts += _shift_sentence(shift, result, confidence)
     return " ".join(parts)
 
 
 def _subgroup_sentence(groups: pd.DataFrame) -> list[str]:
-    if groups.empty:
+    ok = groups[groups["status"] == "ok"] if not groups.empty else groups
+    if ok.empty:
         return []
-    more = groups[(groups["status"] == "ok") & (groups["excess_drop_ci_low"] > 0)]
+    out = []
+    # The group that is worst off on clean images, for the attribute where that is clearest.
+    worst = ok.loc[ok["gap_clean"].idxmax()]
+    if worst["gap_clean_ci_low"] > 0:  # worse than the rest beyond doubt
+        rows = ok[(ok["attribute"] == worst["attribute"]) & (ok["group"] == worst["group"])]
+        wider = sorted(rows.loc[rows["gap_widening_ci_low"] > 0, "corruption"])
+        narrower = sorted(rows.loc[rows["gap_widening_ci_high"] < 0, "corruption"])
+        change = " and ".join(
+            [f"widens under {', '.join(wider)}"] * bool(wider)
+            + [f"narrows under {', '.join(narrower)}"] * bool(narrower)
+        )
+        out.append(
+            f"The {worst['group']} group ({worst['attribute']}) is the worst off on clean "
+            f"images (AUROC {worst['auroc_clean']:.2f}, {worst['gap_clean']:.2f} below the "
+            f"rest); its gap {change or 'does not change clearly under any corruption'}."
+        )
+    more = ok[ok["excess_drop_ci_low"] > 0]
     if more.empty:
-        return ["No patient group loses clearly more than the rest."]
-    top = more.sort_values("excess_drop", ascending=False).groupby(["attribute", "group"]).head(3)
+        return [*out, "No patient group loses clearly more AUROC than the rest."]
+    top = more.sort_values("excess_drop", ascending=False)
     first = top.iloc[0]
     same = (top["attribute"] == first["attribute"]) & (top["group"] == first["group"])
     names = sorted(set(top.loc[same, "corruption"]))
     return [
+        *out,
         f"The {first['group']} group ({first['attribute']}) loses more AUROC than the rest "
-        f"under {', '.join(names)} (excess drop up to {first['excess_drop']:.2f})."
+        f"under {', '.join(names)} (excess drop up to {first['excess_drop']:.2f}).",
     ]
 
 
-def _shift_sentence(shift: pd.DataFrame | None, result: SweepResult) -> list[str]:
+def _shift_sentence(
+    shift: pd.DataFrame | None, result: SweepResult, confidence: float
+) -> list[str]:
     if shift is None or "auroc_drop" not in shift.columns:
         return []
     held = shift[shift["held_out"] & (shift["status"] == "ok")]
@@ -268,7 +289,8 @@ def _shift_sentence(shift: pd.DataFrame | None, result: SweepResult) -> list[str
     )
     return [
         f"The held-out site {row['site']} loses {row['auroc_drop']:.2f} AUROC against the other "
-        f"sites (95% CI {row['auroc_drop_ci_low']:.2f} to {row['auroc_drop_ci_high']:.2f}){like}."
+        f"sites ({confidence:.0%} CI {row['auroc_drop_ci_low']:.2f} to "
+        f"{row['auroc_drop_ci_high']:.2f}){like}."
     ]
 
 
@@ -283,7 +305,8 @@ def _notes(result: SweepResult, inputs: SweepInputs, gs: GroupSettings, severity
         ),
         f"Checks and the subgroup table look at severity {severity} "
         "(policy: [settings.robustness] severity).",
-        f"95% CIs: {gs.n_boot} bootstrap resamples of whole patients within each class.",
+        f"{gs.confidence:.0%} CIs: {gs.n_boot} bootstrap resamples of whole patients within "
+        "each class (and group).",
         "Random corruptions are seeded per image by its row and the policy seed; the five "
         "severities of a corruption reuse the same draws, so they differ only in strength.",
         "Corruptions: "

@@ -134,6 +134,8 @@ _COLUMNS = [
     "excess_drop_ci_low",
     "excess_drop_ci_high",
     "gap_clean",
+    "gap_clean_ci_low",
+    "gap_clean_ci_high",
     "gap_corrupted",
     "gap_widening",
     "gap_widening_ci_low",
@@ -165,6 +167,7 @@ def _group_rows(
         ]
     g0, r0 = _auc(labels, clean, W, in_g), _auc(labels, clean, W, rest)
     gap0 = r0 - g0
+    glo, ghi = gap0.ci(s.confidence)
     out = []
     for name, scores in corrupted.items():
         g1, r1 = _auc(labels, scores, W, in_g), _auc(labels, scores, W, rest)
@@ -193,6 +196,8 @@ def _group_rows(
                 "excess_drop_ci_low": elo,
                 "excess_drop_ci_high": ehi,
                 "gap_clean": gap0.value,
+                "gap_clean_ci_low": glo,
+                "gap_clean_ci_high": ghi,
                 "gap_corrupted": gap1.value,
                 "gap_widening": widening.value,
                 "gap_widening_ci_low": wlo,
