@@ -45,6 +45,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "check",
     "attack",
     "power",
+    "corrupt",
 )
 
 
