@@ -56,6 +56,7 @@ AUDIT_MODULES: tuple[str, ...] = (
     "medaudit.watermark",
     "medaudit.privacy",
     "medaudit.attacks.membership",
+    "medaudit.robustness",
 )
 
 # What an audit may need beyond the clean predictions, and how a user provides it.

@@ -45,6 +45,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "check",
     "watermark",
     "attack",
+    "power",
+    "corrupt",
 )
 
 

@@ -96,7 +96,7 @@ def train(
         ),
     ] = None,
     epochs: Annotated[
-        int, typer.Option(min=1, help="Maximum epochs (early stopping on val AUROC).")
+        int, typer.Option(min=1, help="Maximum epochs (early stopping on the validation loss).")
     ] = 10,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 64,
     lr: Annotated[float, typer.Option(min=0.0, help="AdamW learning rate.")] = 1e-3,
