@@ -6,7 +6,7 @@
   verified at p < 1e-3;
 - data protection: every protected image keeps PSNR >= 35 dB; the issue's other bar, a
   model trained on the protected images losing >= 0.15 test AUROC against one trained on
-  the originals, is NOT met yet (0.063 measured): that part reports xfail until it is;
+  the originals, is NOT met yet (0.074 measured): that part reports xfail until it is;
 - the red-team script runs end to end (smoke) and its table gives every attack a verdict.
 """
 
@@ -143,7 +143,7 @@ def test_protected_images_deny_training_and_keep_psnr():
     ev = protection_evidence(train, prot, test, epochs=10, seed=0)
     assert ev.auroc_clean_trained > 0.8  # the clean model learned the task
     if ev.auroc_drop < 0.15:
-        # The issue's bar is not met yet (measured 0.063 here, CI [-0.025, 0.147]; the
+        # The issue's bar is not met yet (measured 0.074 here, CI [-0.013, 0.159]; the
         # best class-wise settings tried reached 0.154 at seed 0 but 0.052 at seed 1).
         pytest.xfail(f"protection lowers test AUROC by {ev.auroc_drop:.3f}, not >= 0.15")
 
