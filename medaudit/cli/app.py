@@ -43,6 +43,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "policy",
     "synth",
     "check",
+    "federate",
 )
 
 

@@ -1,0 +1,234 @@
+"""Settings of a federated run: one frozen dataclass, validated once, sent as Flower config.
+
+The same settings drive the simulation (``medaudit federate``) and a real deployment
+(the shipped Flower app reads them from its run config), so a run is described by one
+object wherever it executes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from medaudit._errors import param_error
+
+__all__ = ["BAD_SITE_POLICIES", "ClientDP", "FederatedSettings"]
+
+#: What to do with a site that cannot take part (no positives or no negatives, no data).
+BAD_SITE_POLICIES: tuple[str, ...] = ("skip", "stop")
+_FUNC = "FederatedSettings"
+
+
+@dataclass(frozen=True)
+class ClientDP:
+    """Client-level differential privacy through Flower's DP strategy wrappers.
+
+    Each round every site's model update is clipped to L2 norm ``clipping_norm`` and
+    Gaussian noise of standard deviation ``noise_multiplier * clipping_norm / n_sites``
+    is added to their unweighted average (McMahan et al. 2018), which protects the
+    participation of any one site. medaudit accounts ε over the rounds that released an
+    aggregate (Flower's wrappers report none by default).
+
+    Parameters
+    ----------
+    noise_multiplier : float > 0
+    clipping_norm : float > 0
+    delta : float in (0, 1), default 1e-5
+    clipping : {"server", "client"}, default "server"
+        Where updates are clipped: on the server (it sees raw updates; Flower's
+        ``DifferentialPrivacyServerSideFixedClipping``) or at each site before sending
+        (``DifferentialPrivacyClientSideFixedClipping`` with ``fixedclipping_mod``).
+    accountant : {"rdp", "pld"}, default "rdp"
+        dp-accounting's Rényi or privacy-loss-distribution accountant.
+
+    References
+    ----------
+    .. [1] McMahan HB, Ramage D, Talwar K, Zhang L. Learning differentially private
+           recurrent language models. ICLR 2018.
+    """
+
+    noise_multiplier: float
+    clipping_norm: float
+    delta: float = 1e-5
+    clipping: str = "server"
+    accountant: str = "rdp"
+
+    def __post_init__(self) -> None:
+        func = "ClientDP"
+        for name in ("noise_multiplier", "clipping_norm"):
+            v = getattr(self, name)
+            if not _is_number(v) or not math.isfinite(v) or v <= 0:
+                raise param_error(name, func, "a finite float > 0", v)
+        if not _is_number(self.delta) or not 0 < self.delta < 1:
+            raise param_error("delta", func, "a float in (0, 1)", self.delta)
+        if self.clipping not in ("server", "client"):
+            raise param_error("clipping", func, "'server' or 'client'", self.clipping)
+        if self.accountant not in ("rdp", "pld"):
+            raise param_error("accountant", func, "'rdp' or 'pld'", self.accountant)
+
+
+@dataclass(frozen=True)
+class FederatedSettings:
+    """How a federated run trains, aggregates, tolerates faults and audits.
+
+    Parameters
+    ----------
+    rounds : int >= 1, default 5
+        Federated rounds (each: local training at every site, aggregation, evaluation).
+    strategies : tuple of str, default ("fedavg",)
+        Aggregation strategies (:func:`~medaudit.federated.list_strategies`). Several
+        run one after another from the same initial weights and are compared in the
+        report; the first one's model is the result.
+    local_epochs : int >= 1, default 1
+        Passes over its training data a site makes per round.
+    batch_size : int >= 1, default 32
+    lr : float > 0, default 1e-3
+        AdamW learning rate at the sites.
+    arch : str, default "small_cnn"
+        Zoo architecture (ignored when the apps are given a model builder).
+    image_size : int, optional
+        Train at this size (default: the first site's image size).
+    proximal_mu : float >= 0, default 0.01
+        FedProx's proximal weight μ (used by ``fedprox`` only).
+    trimmed_beta : float in [0, 0.5), default 0.25
+        Fraction trimmed at each end by ``fedtrimmedavg`` (0.25 trims one of four sites).
+    krum_malicious : int >= 0, default 1
+        Sites ``krum`` assumes may be malicious.
+    min_sites : int >= 1, default 2
+        A round is aggregated only when at least this many sites replied; otherwise the
+        global model is kept and the round is reported as not aggregated.
+    round_timeout : float > 0, default 600
+        Seconds to wait for the sites' replies in a round; a site that has not replied
+        by then is reported as dropped for that round.
+    connect_timeout : float > 0, default 300
+        Seconds to wait for every site to connect before the run starts.
+    on_bad_site : {"skip", "stop"}, default "skip"
+        A site without positives or negatives (or without training data): leave it out
+        and say so in the report, or stop the run with an error naming it.
+    test_fraction : float in (0, 1), default 0.2
+        Share of each site's patients held out for evaluation when the data has no
+        ``split`` column with ``train`` and ``test`` rows for that site.
+    local_baseline : bool, default True
+        Also train a local-only model at every site (same epochs) for the report's
+        local vs federated comparison.
+    threshold : float in [0, 1], default 0.5
+        Operating threshold of the federated audit (score >= threshold is positive).
+    n_bins : int >= 4096, default 4096
+        Histogram bins of the federated audit's score histograms.
+    audit_noise : float > 0, optional
+        ε of the Laplace noise each site adds to its audit statistics (a DP release).
+    n_bootstrap : int >= 1, default 1000
+        Patient bootstrap resamples behind each site's AUROC interval.
+    client_dp : ClientDP, optional
+        Client-level differential privacy (only with ``fedavg``).
+    seed : int >= 0, default 0
+    """
+
+    rounds: int = 5
+    strategies: tuple[str, ...] = ("fedavg",)
+    local_epochs: int = 1
+    batch_size: int = 32
+    lr: float = 1e-3
+    arch: str = "small_cnn"
+    image_size: int | None = None
+    proximal_mu: float = 0.01
+    trimmed_beta: float = 0.25
+    krum_malicious: int = 1
+    min_sites: int = 2
+    round_timeout: float = 600.0
+    connect_timeout: float = 300.0
+    on_bad_site: str = "skip"
+    test_fraction: float = 0.2
+    local_baseline: bool = True
+    threshold: float = 0.5
+    n_bins: int = 4096
+    audit_noise: float | None = None
+    n_bootstrap: int = 1000
+    client_dp: ClientDP | None = None
+    seed: int = 0
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.strategies, str):
+            object.__setattr__(self, "strategies", (self.strategies,))
+        object.__setattr__(self, "strategies", tuple(self.strategies))
+        self._check_ints()
+        self._check_floats()
+        if not self.strategies or not all(isinstance(s, str) and s for s in self.strategies):
+            raise param_error("strategies", _FUNC, "a non-empty sequence of names", self.strategies)
+        if self.on_bad_site not in BAD_SITE_POLICIES:
+            raise param_error("on_bad_site", _FUNC, f"one of {BAD_SITE_POLICIES}", self.on_bad_site)
+        if self.client_dp is not None and not isinstance(self.client_dp, ClientDP):
+            raise param_error("client_dp", _FUNC, "a ClientDP or None", self.client_dp)
+        if not isinstance(self.local_baseline, bool):
+            raise param_error("local_baseline", _FUNC, "a bool", self.local_baseline)
+
+    def _check_ints(self) -> None:
+        for name, lo in (
+            ("rounds", 1),
+            ("local_epochs", 1),
+            ("batch_size", 1),
+            ("krum_malicious", 0),
+            ("min_sites", 1),
+            ("n_bins", 4096),
+            ("n_bootstrap", 1),
+            ("seed", 0),
+        ):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise param_error(name, _FUNC, f"an int >= {lo}", v)
+        if self.image_size is not None and (
+            isinstance(self.image_size, bool)
+            or not isinstance(self.image_size, int)
+            or self.image_size < 8
+        ):
+            raise param_error("image_size", _FUNC, "an int >= 8 or None", self.image_size)
+
+    def _check_floats(self) -> None:
+        checks: tuple[tuple[str, str, Any], ...] = (
+            ("lr", "a finite float > 0", lambda v: v > 0),
+            ("proximal_mu", "a finite float >= 0", lambda v: v >= 0),
+            ("trimmed_beta", "a float in [0, 0.5)", lambda v: 0 <= v < 0.5),
+            ("round_timeout", "a finite float > 0", lambda v: v > 0),
+            ("connect_timeout", "a finite float > 0", lambda v: v > 0),
+            ("test_fraction", "a float in (0, 1)", lambda v: 0 < v < 1),
+            ("threshold", "a float in [0, 1]", lambda v: 0 <= v <= 1),
+        )
+        for name, expected, ok in checks:
+            v = getattr(self, name)
+            if not _is_number(v) or not math.isfinite(v) or not ok(v):
+                raise param_error(name, _FUNC, expected, v)
+        a = self.audit_noise
+        if a is not None and (not _is_number(a) or not math.isfinite(a) or a <= 0):
+            raise param_error("audit_noise", _FUNC, "a finite float > 0 or None", a)
+
+    def replace(self, **changes: Any) -> FederatedSettings:
+        """A validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record (the report's ``meta.federated.settings``)."""
+        d = dataclasses.asdict(self)
+        d["strategies"] = list(self.strategies)
+        d.pop("extra")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FederatedSettings:
+        """Inverse of :meth:`to_dict` (unknown keys are an error)."""
+        d = dict(d)
+        dp = d.pop("client_dp", None)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise param_error(unknown[0], "FederatedSettings.from_dict", "a known setting", d)
+        if "strategies" in d:
+            d["strategies"] = tuple(d["strategies"])
+        return cls(**d, client_dp=ClientDP(**dp) if dp else None)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
