@@ -11,9 +11,9 @@ message type                what the site does (on its own data only)
                             :func:`medaudit.models.local_update` (FedProx's proximal
                             term as a training-loop hook); replies with its weights
 ``evaluate``                AUROC and loss of the global model on its test split
-``query.site_report``       the final model's AUROC with a patient-bootstrap CI, and
-                            (once) a local-only model trained for the same epochs
-``query.audit``             confusion counts and score histograms per group
+``query.site_report``       the final model's AUROC with a patient-bootstrap CI, (once)
+                            a local-only model trained for the same epochs, and the
+                            audit's confusion counts and score histograms per group
 ``query.audit_moments``     the per-patient sums the clustered intervals need
 ==========================  ============================================================
 
@@ -223,53 +223,28 @@ def make_client_app(
         site = load_site(context)
         config = msg.content["config"]
         _set_threads(config)
-        scores = {
-            "federated": _positive_scores(
-                load_arrays(build(config), msg.content["arrays"]), site.test, config
-            )
-        }
+        cohort = _audit_cohort(site, config)
+        fed = _positive_scores(load_arrays(build(config), msg.content["arrays"]), cohort, config)
+        scores = {"federated": fed}
         if bool(config["train-local"]):
-            scores["local"] = _local_only_scores(
-                site,
-                config,
-                build,
-                msg.content["initial"],
-                plan.poisoned(site.name, str(config.get("arm", ""))),
-            )
+            poisoned = plan.poisoned(site.name, str(config.get("arm", "")))
+            local = _local_only_scores(site, config, build, msg.content["initial"], poisoned)
+            scores["local"] = local
         clusters = (
-            site.test.meta["patient_id"].astype(str).to_numpy()
-            if "patient_id" in site.test.meta.columns
+            cohort.meta["patient_id"].astype(str).to_numpy()
+            if "patient_id" in cohort.meta.columns
             else None
         )
         out = paired_auroc(
-            site.test.labels,
+            cohort.labels,
             scores,
             clusters=clusters,
             n_boot=int(config["n-bootstrap"]),
             random_state=site_seed(site.name, int(config["seed"])),
         )
-        return reply(msg, {"metrics": MetricRecord({k: float(v) for k, v in out.items()})})
-
-    @app.query("audit")
-    def audit(msg: Any, context: Any) -> Any:
-        site = load_site(context)
-        config = msg.content["config"]
-        _set_threads(config)
-        cohort = _audit_cohort(site, config)
-        s = _positive_scores(load_arrays(build(config), msg.content["arrays"]), cohort, config)
-        stats = site_statistics(
-            cohort.labels,
-            s,
-            groups=group_columns(cohort.meta, site.sensitive),
-            threshold=float(config["threshold"]),
-            n_bins=int(config["n-bins"]),
-        )
-        eps = float(config.get("noise-epsilon", -1.0))
-        if eps > 0:
-            rng = np.random.default_rng(site_seed(site.name, int(config["seed"]) + 17))
-            stats = add_laplace_noise(stats, epsilon=eps, random_state=rng)
-        arrays, meta = stats_to_records(stats)
-        return reply(msg, {"stats": arrays, "stats-config": meta})
+        arrays, meta = stats_to_records(_audit_statistics(site, cohort, fed, config))
+        metrics = MetricRecord({k: float(v) for k, v in out.items()})
+        return reply(msg, {"metrics": metrics, "stats": arrays, "stats-config": meta})
 
     @app.query("audit_moments")
     def audit_moments(msg: Any, context: Any) -> Any:
@@ -315,6 +290,22 @@ def _describe(site: SiteData) -> dict[str, Any]:
         "sensitive": json.dumps(list(site.sensitive)),
         "split-source": site.split_source,
     }
+
+
+def _audit_statistics(site: SiteData, cohort: Any, scores: np.ndarray, config: Any) -> Any:
+    """The site's sufficient statistics (with Laplace noise for a DP release when asked)."""
+    stats = site_statistics(
+        cohort.labels,
+        scores,
+        groups=group_columns(cohort.meta, site.sensitive),
+        threshold=float(config["threshold"]),
+        n_bins=int(config["n-bins"]),
+    )
+    eps = float(config.get("noise-epsilon", -1.0))
+    if eps > 0:
+        rng = np.random.default_rng(site_seed(site.name, int(config["seed"]) + 17))
+        stats = add_laplace_noise(stats, epsilon=eps, random_state=rng)
+    return stats
 
 
 def _audit_cohort(site: SiteData, config: Any) -> Any:

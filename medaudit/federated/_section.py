@@ -464,20 +464,30 @@ def _subgroups(stats: SufficientStatistics, sr: StrategyRun | None, policy: Poli
     )
 
 
-def audit_sites_table(site_stats: Mapping[str, SufficientStatistics]) -> pd.DataFrame:
-    """Per site of a federated audit: images, positives, AUROC from its own histogram."""
+def audit_sites_table(
+    site_stats: Mapping[str, SufficientStatistics],
+    reports: Mapping[str, Mapping[str, float]] | None = None,
+) -> pd.DataFrame:
+    """Per site of a federated audit: images, positives, AUROC, sensitivity, specificity.
+
+    The AUROC interval is the site's own patient bootstrap when it reported one, else
+    DeLong's from its histogram (images taken as independent).
+    """
     rows = []
     for name, st in sorted(site_stats.items()):
         t = subgroup_metrics(st, None, min_group_size=1, min_class_count=1)
         r = t.iloc[st.index(ALL_GROUP)]
+        rep = (reports or {}).get(name, {})
+        boot = "auroc_federated" in rep
         rows.append(
             {
                 "site": name,
                 "n": int(r["n"]),
                 "n_positive": int(r["n_positive"]),
-                "auroc": r["auroc"],
-                "auroc_low": r["auroc_low"],
-                "auroc_high": r["auroc_high"],
+                "auroc": rep["auroc_federated"] if boot else r["auroc"],
+                "auroc_low": rep["auroc_federated_low"] if boot else r["auroc_low"],
+                "auroc_high": rep["auroc_federated_high"] if boot else r["auroc_high"],
+                "auroc_ci": "patient bootstrap at the site" if boot else "DeLong, images",
                 "sensitivity": r["sensitivity"],
                 "specificity": r["specificity"],
             }
@@ -496,6 +506,7 @@ def audit_only_section(run: FederatedRun, *, policy: Policy) -> Section:
         policy=policy,
         failures=sr.audit_failures,
         noise=run.settings.audit_noise,
+        reports=sr.site_reports,
     )
 
 
@@ -508,10 +519,11 @@ def audit_section(
     failures: Mapping[str, str] | None = None,
     noise: float | None = None,
     notes: Sequence[str] = (),
+    reports: Mapping[str, Mapping[str, float]] | None = None,
 ) -> Section:
     """A federated audit's section from the sites' statistics (and the summed moments)."""
     confidence = float(policy.setting("confidence"))
-    tables: dict[str, pd.DataFrame] = {"sites": audit_sites_table(site_stats)}
+    tables: dict[str, pd.DataFrame] = {"sites": audit_sites_table(site_stats, reports)}
     checks: list[Check] = []
     summary = "No site returned statistics."
     if pooled is not None:

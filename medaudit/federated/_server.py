@@ -49,7 +49,7 @@ from medaudit.federated._stats import (
 )
 from medaudit.federated._strategies import build_strategy, get_strategy
 
-__all__ = ["Arm", "make_server_app"]
+__all__ = ["Arm", "ServerPlan", "make_server_app", "run_server"]
 
 MSG_TOO_FEW_CONNECTED = (
     "Only {n} of {expected} sites connected within {timeout:g} s; check that every "
@@ -231,7 +231,7 @@ def make_server_app(
     @app.main()
     def main(grid: Any, context: Any) -> None:
         try:
-            result = _Run(plan, grid, on_round, on_stage).execute()
+            result = run_server(grid, plan, on_round=on_round, on_stage=on_stage)
         except Exception as exc:
             if on_error is None:
                 raise
@@ -240,6 +240,17 @@ def make_server_app(
         on_result(result)
 
     return app
+
+
+def run_server(
+    grid: Any,
+    plan: ServerPlan,
+    *,
+    on_round: Callable[[RoundRecord], None] | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> FederatedRun:
+    """The server app's main on a Flower ``Grid`` (for a ``ServerApp`` of one's own)."""
+    return _Run(plan, grid, on_round, on_stage).execute()
 
 
 class _Run:
@@ -478,81 +489,18 @@ class _Run:
         train_local: bool = False,
         t0: float | None = None,
     ) -> StrategyRun:
+        """The sites' reports on the final model, then the audit's second pass."""
         t0 = time.perf_counter() if t0 is None else t0
-        name = arm.name
         ids = {s.node_id: s.name for s in sites}
-        reports: dict[str, Mapping[str, float]] = {}
-        report_failures: dict[str, str] = {}
-        if not self.plan.audit_only:
-            self.stage(f"Site reports ({name})")
-            reports, report_failures = self._site_reports(
-                ids, state, model_config, initial, train_local, name
-            )
-        self.stage(f"Federated audit ({name})")
-        stats, moments, audit_failures, site_stats = self._audit(ids, state, model_config)
-        return StrategyRun(
-            name=name,
-            strategy=arm.strategy,
-            state=dict(state),
-            rounds=rounds,
-            site_reports=reports,
-            report_failures=report_failures,
-            stats=stats,
-            moments=moments,
-            audit_failures=audit_failures,
-            privacy=privacy,
-            seconds=round(time.perf_counter() - t0, 3),
-            site_stats=site_stats,
-        )
-
-    def _site_reports(
-        self,
-        ids: Mapping[int, str],
-        state: Mapping[str, torch.Tensor],
-        model_config: Mapping[str, Any],
-        initial: Mapping[str, torch.Tensor],
-        train_local: bool,
-        arm: str,
-    ) -> tuple[dict[str, Mapping[str, float]], dict[str, str]]:
-        config = self._config(
-            model_config,
-            arm=arm,
-            **{
-                "train-local": train_local,
-                "local-only-epochs": self.s.rounds * self.s.local_epochs,
-                "n-bootstrap": self.s.n_bootstrap,
-            },
-        )
-        ok, failed = self._ask(
-            ids,
-            "query.site_report",
-            {
-                "arrays": state_to_arrays(state),
-                "initial": state_to_arrays(initial),
-                "config": config,
-            },
-        )
-        reports: dict[str, Mapping[str, float]] = {
-            ids[i]: dict(c["metrics"]) for i, c in ok.items()
-        }
-        return reports, {ids[i]: why for i, why in failed.items()}
-
-    def _audit(
-        self,
-        ids: Mapping[int, str],
-        state: Mapping[str, torch.Tensor],
-        model_config: Mapping[str, Any],
-    ) -> tuple[
-        SufficientStatistics | None,
-        ClusterMoments | None,
-        dict[str, str],
-        dict[str, SufficientStatistics],
-    ]:
-        """Two passes: counts and histograms per site, then the clustered moments."""
+        self.stage(f"Site reports and federated audit ({arm.name})")
         s = self.s
         config = self._config(
             model_config,
+            arm=arm.name,
             **{
+                "train-local": train_local,
+                "local-only-epochs": s.rounds * s.local_epochs,
+                "n-bootstrap": s.n_bootstrap,
                 "threshold": s.threshold,
                 "n-bins": s.n_bins,
                 "noise-epsilon": -1.0 if s.audit_noise is None else s.audit_noise,
@@ -560,29 +508,54 @@ class _Run:
             },
         )
         arrays = state_to_arrays(state)
-        ok, failed = self._ask(ids, "query.audit", {"arrays": arrays, "config": config})
+        records = {"arrays": arrays, "initial": state_to_arrays(initial), "config": config}
+        ok, failed = self._ask(ids, "query.site_report", records)
         failures = {ids[i]: why for i, why in failed.items()}
         site_stats = {
             ids[i]: stats_from_records(c["stats"], c["stats-config"]) for i, c in ok.items()
         }
-        if not ok:
-            return None, None, failures, site_stats
-        pooled = aggregate_statistics(list(site_stats.values()))
-        if s.audit_noise is not None:
-            return pooled, None, failures, site_stats  # moments would leak what noise protects
+        pooled = aggregate_statistics(list(site_stats.values())) if ok else None
+        moments = None
+        if pooled is not None and s.audit_noise is None:  # moments would leak what noise hides
+            moments, more = self._moments(list(ok), ids, arrays, config, pooled)
+            failures.update(more)
+        return StrategyRun(
+            name=arm.name,
+            strategy=arm.strategy,
+            state=dict(state),
+            rounds=rounds,
+            site_reports={ids[i]: dict(c["metrics"]) for i, c in ok.items()},
+            report_failures=failures,
+            stats=pooled,
+            moments=moments,
+            audit_failures=failures,
+            privacy=privacy,
+            seconds=round(time.perf_counter() - t0, 3),
+            site_stats=site_stats,
+        )
+
+    def _moments(
+        self,
+        node_ids: list[int],
+        ids: Mapping[int, str],
+        arrays: Any,
+        config: Any,
+        pooled: SufficientStatistics,
+    ) -> tuple[ClusterMoments | None, dict[str, str]]:
+        """The second pass: each site's per-patient sums, relative to the pooled histograms."""
         p_arrays, p_config = stats_to_records(pooled)
-        ok2, failed2 = self._ask(
-            list(ok),
+        ok, failed = self._ask(
+            node_ids,
             "query.audit_moments",
             {"arrays": arrays, "config": config, "pooled": p_arrays, "pooled-config": p_config},
         )
-        failures.update({ids[i]: why for i, why in failed2.items()})
-        if failed2:  # clustered moments must cover the same sites as the counts
-            return pooled, None, failures, site_stats
+        failures = {ids[i]: why for i, why in failed.items()}
+        if failed:  # clustered moments must cover the same sites as the counts
+            return None, failures
         moments = aggregate_moments(
-            [moments_from_records(c["moments"], c["moments-config"]) for c in ok2.values()]
+            [moments_from_records(c["moments"], c["moments-config"]) for c in ok.values()]
         )
-        return pooled, moments, failures, site_stats
+        return moments, failures
 
 
 def describe_json(run: FederatedRun) -> str:
