@@ -3,8 +3,8 @@
 Flower's simulation engine starts Ray (10-20 s); the fast tests exercise the same
 ClientApp and ServerApp through this grid instead: messages are handled one after
 another by ``client_app(message, context)``, with a Context per node as Flower builds it.
-A handler's exception becomes an error reply, as on a SuperNode. ``silent`` nodes never
-reply (a timed-out site).
+A handler's exception becomes an error reply, as on a SuperNode. ``silent`` maps a node's
+index to the training round in which it does not reply (a site that times out).
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from flwr.supercore.task_identity import TaskIdentity
 
 
 class LocalGrid(Grid):
-    def __init__(self, client_app: Any, n_nodes: int, *, silent: Iterable[int] = ()) -> None:
+    def __init__(
+        self, client_app: Any, n_nodes: int, *, silent: dict[int, int] | None = None
+    ) -> None:
         self.client_app = client_app
         # Message() reads the sender's identity from here, as Flower's runtime sets it.
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
@@ -36,7 +38,7 @@ class LocalGrid(Grid):
             )
             for i, nid in enumerate(self.node_ids)
         }
-        self.silent = {self.node_ids[i] for i in silent}
+        self.silent = {self.node_ids[i]: rnd for i, rnd in (silent or {}).items()}
         self.sent: list[Message] = []
         self._replies: dict[str, Message] = {}
 
@@ -60,7 +62,7 @@ class LocalGrid(Grid):
             self.sent.append(msg)
             ids.append(msg.metadata.message_id)
             nid = msg.metadata.dst_node_id
-            if nid in self.silent:
+            if self._silenced(msg, nid):
                 continue
             try:
                 reply = self.client_app(msg, self.contexts[nid])
@@ -68,6 +70,11 @@ class LocalGrid(Grid):
                 reply = Message(Error(code=0, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
             self._replies[msg.metadata.message_id] = reply
         return ids
+
+    def _silenced(self, msg: Message, nid: int) -> bool:
+        if nid not in self.silent or msg.metadata.message_type != "train":
+            return False
+        return int(msg.content["config"]["server-round"]) == self.silent[nid]
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
         return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]

@@ -46,6 +46,7 @@ from medaudit.federated._simulation import (
 )
 from medaudit.federated._sites import FaultPlan, InjectedFault, SiteData, paired_auroc, prepare_site
 from medaudit.federated._stats import (
+    DEFAULT_BINS,
     MIN_BINS,
     ClusterMoments,
     SufficientStatistics,
@@ -74,6 +75,7 @@ __all__ = [
     "Arm",
     "BAD_SITE_POLICIES",
     "CHECKS",
+    "DEFAULT_BINS",
     "FL_INSTALL_HINT",
     "SETTINGS",
     "SPEC",

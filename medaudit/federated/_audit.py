@@ -26,8 +26,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("site_column", "site", "Column naming each image's site.", "str"),
     Setting(
         "n_bins",
-        4096,
-        "Score histogram bins per group and class (at least 4096).",
+        65536,
+        "Score histogram bins (logit scale) per group and class (at least 4096).",
         "int",
         minimum=4096,
     ),

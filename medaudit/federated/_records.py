@@ -59,13 +59,20 @@ def load_arrays(model: nn.Module, arrays: Any) -> nn.Module:
 
 
 def stats_to_records(stats: SufficientStatistics) -> tuple[Any, Any]:
-    """``(ArrayRecord, ConfigRecord)`` carrying one site's audit statistics."""
+    """``(ArrayRecord, ConfigRecord)`` carrying one site's audit statistics.
+
+    Histograms travel sparse: the flat index and count of each non-empty bin (a site
+    with a few hundred images fills a few hundred of the 65,536 bins per group).
+    """
     from flwr.app import Array, ArrayRecord, ConfigRecord
 
+    flat = np.ascontiguousarray(stats.histograms, dtype=np.int64).ravel()
+    index = np.flatnonzero(flat)
     arrays = ArrayRecord(
         {
             "confusion": Array(np.ascontiguousarray(stats.confusion, dtype=np.int64)),
-            "histograms": Array(np.ascontiguousarray(stats.histograms, dtype=np.int64)),
+            "hist-index": Array(index.astype(np.int64)),
+            "hist-count": Array(flat[index]),
         }
     )
     config = ConfigRecord(
@@ -82,10 +89,14 @@ def stats_to_records(stats: SufficientStatistics) -> tuple[Any, Any]:
 def stats_from_records(arrays: Any, config: Any) -> SufficientStatistics:
     """Inverse of :func:`stats_to_records`."""
     eps = float(config["noise-epsilon"])
+    keys = tuple((str(a), str(g)) for a, g in json.loads(str(config["keys"])))
+    n_bins = int(config["n-bins"])
+    hist = np.zeros(len(keys) * 2 * n_bins, dtype=np.int64)
+    hist[np.asarray(arrays["hist-index"].numpy(), dtype=np.int64)] = arrays["hist-count"].numpy()
     return SufficientStatistics(
-        keys=tuple((str(a), str(g)) for a, g in json.loads(str(config["keys"]))),
+        keys=keys,
         confusion=np.asarray(arrays["confusion"].numpy(), dtype=np.int64),
-        histograms=np.asarray(arrays["histograms"].numpy(), dtype=np.int64),
+        histograms=hist.reshape(len(keys), 2, n_bins),
         threshold=float(config["threshold"]),
         n_bins=int(config["n-bins"]),
         noise_epsilon=None if eps < 0 else eps,

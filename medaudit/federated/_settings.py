@@ -13,12 +13,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from medaudit._errors import param_error
+from medaudit._errors import InvalidInputError, param_error
 
-__all__ = ["BAD_SITE_POLICIES", "ClientDP", "FederatedSettings"]
+__all__ = ["BAD_SITE_POLICIES", "MSG_DP_NEEDS_FEDAVG", "ClientDP", "FederatedSettings"]
 
 #: What to do with a site that cannot take part (no positives or no negatives, no data).
 BAD_SITE_POLICIES: tuple[str, ...] = ("skip", "stop")
+MSG_DP_NEEDS_FEDAVG = (
+    "Client-level DP needs plain averaging: Flower's DP wrappers bound a site's influence "
+    "on the unweighted mean only. Use --strategy fedavg with --client-dp-noise (got {name!r})."
+)
 _FUNC = "FederatedSettings"
 
 
@@ -116,8 +120,8 @@ class FederatedSettings:
         local vs federated comparison.
     threshold : float in [0, 1], default 0.5
         Operating threshold of the federated audit (score >= threshold is positive).
-    n_bins : int >= 4096, default 4096
-        Histogram bins of the federated audit's score histograms.
+    n_bins : int >= 4096, default 65536
+        Histogram bins of the federated audit's score histograms (logit scale).
     audit_noise : float > 0, optional
         ε of the Laplace noise each site adds to its audit statistics (a DP release).
     n_bootstrap : int >= 1, default 1000
@@ -144,7 +148,7 @@ class FederatedSettings:
     test_fraction: float = 0.2
     local_baseline: bool = True
     threshold: float = 0.5
-    n_bins: int = 4096
+    n_bins: int = 65536
     audit_noise: float | None = None
     n_bootstrap: int = 1000
     client_dp: ClientDP | None = None
@@ -163,6 +167,9 @@ class FederatedSettings:
             raise param_error("on_bad_site", _FUNC, f"one of {BAD_SITE_POLICIES}", self.on_bad_site)
         if self.client_dp is not None and not isinstance(self.client_dp, ClientDP):
             raise param_error("client_dp", _FUNC, "a ClientDP or None", self.client_dp)
+        other = [n for n in self.strategies if n != "fedavg"]
+        if self.client_dp is not None and other:
+            raise InvalidInputError(MSG_DP_NEEDS_FEDAVG.format(name=other[0]))
         if not isinstance(self.local_baseline, bool):
             raise param_error("local_baseline", _FUNC, "a bool", self.local_baseline)
 

@@ -31,6 +31,7 @@ from medaudit.federated._rounds import FederatedRun, FederatedRunError, RoundRec
 from medaudit.federated._server import Arm, make_server_app
 from medaudit.federated._settings import FederatedSettings
 from medaudit.federated._sites import FaultPlan, SiteData, prepare_site
+from medaudit.federated._strategies import get_strategy
 
 __all__ = [
     "FL_INSTALL_HINT",
@@ -287,6 +288,8 @@ def simulate_sites(
     (:class:`~medaudit.federated.Arm`).
     """
     require_flower()
+    for name in {*settings.strategies, *(a.strategy for a in arms)}:
+        get_strategy(name)  # an unknown name fails here, not after Ray has started
     if not audit_only:
         check_sites(sites, settings)
     from flwr.simulation import run_simulation

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from medaudit._errors import InvalidInputError, InvalidParameterError, param_error
-from medaudit.federated._settings import FederatedSettings
+from medaudit.federated._settings import MSG_DP_NEEDS_FEDAVG, FederatedSettings
 
 __all__ = [
     "STRATEGY_WEIGHT_KEY",
@@ -28,10 +28,6 @@ __all__ = [
 STRATEGY_WEIGHT_KEY = "num-examples"
 
 MSG_UNKNOWN_STRATEGY = "Unknown strategy {name!r}; available: {known}."
-MSG_DP_NEEDS_FEDAVG = (
-    "Client-level DP needs plain averaging: Flower's DP wrappers bound a site's influence "
-    "on the unweighted mean only. Use --strategy fedavg with --client-dp-noise (got {name!r})."
-)
 MSG_DUPLICATE = "A strategy named {name!r} is already registered; pass force=True to replace it."
 
 StrategyFactory = Callable[[FederatedSettings, int], Any]
