@@ -64,6 +64,12 @@ CHECKS: dict[str, Threshold] = {
         "minor",
         help="A site's AUROC with a model trained on its data alone minus the federated one",
     ),
+    "federated.cross_site_shift": Threshold(
+        "<=",
+        0.05,
+        "minor",
+        help="Mean of the sites' own AUROCs minus the AUROC on all sites' data together",
+    ),
     "federated.dropouts": Threshold(
         "<=", 0, "minor", help="Site-rounds in which a site failed or timed out"
     ),
@@ -198,12 +204,40 @@ def strategies_table(run: FederatedRun, centralised: CentralisedComparison | Non
                 "auroc": nan if g is None else g["auroc"],
                 "auroc_low": nan if g is None else g["auroc_low"],
                 "auroc_high": nan if g is None else g["auroc_high"],
+                "auroc_mean_of_sites": _mean_site_auroc(sr),
                 "auroc_pooled_test": (
                     centralised.strategies.get(sr.name, nan) if centralised else nan
                 ),
                 "rounds_aggregated": sum(r.aggregated for r in sr.rounds),
                 "site_rounds_dropped": sum(len(r.dropped) for r in sr.rounds),
                 "seconds": sr.seconds,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _mean_site_auroc(sr: StrategyRun) -> float:
+    vals = [r.get("auroc_federated", np.nan) for r in sr.site_reports.values()]
+    vals = [v for v in vals if np.isfinite(v)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def pooled_table(centralised: CentralisedComparison) -> pd.DataFrame:
+    """Pooled test data of all sites: federated vs centralised AUROC, and their difference."""
+    p = centralised.pooled
+    rows = []
+    for model, key in (
+        ("federated", "auroc_federated"),
+        ("centralised", "auroc_centralised"),
+        ("centralised minus federated", "diff_centralised_federated"),
+    ):
+        rows.append(
+            {
+                "model": model,
+                "auroc": p.get(key, np.nan),
+                "auroc_low": p.get(f"{key}_low", np.nan),
+                "auroc_high": p.get(f"{key}_high", np.nan),
+                "epochs": centralised.epochs,
             }
         )
     return pd.DataFrame(rows)
@@ -297,6 +331,18 @@ def _training_checks(
                 ci=(row["local_minus_federated_low"], row["local_minus_federated_high"]),
                 advice="Federation makes this site worse than training alone: start from a "
                 "pretrained model (--init) or fine-tune the federated model on the site.",
+            )
+        )
+    g = _global(primary)
+    if g is not None and np.isfinite(_mean_site_auroc(primary)) and np.isfinite(g["auroc"]):
+        checks.append(
+            policy.judge(
+                "federated.cross_site_shift",
+                "Mean of the sites' own AUROCs minus the AUROC on all their test data together",
+                _mean_site_auroc(primary) - float(g["auroc"]),
+                advice="The model ranks well within each site but its scores shift between "
+                "sites, so one threshold will not fit every hospital: calibrate per site, or "
+                "train without BatchNorm's per-site batch statistics (--arch small_cnn_gn).",
             )
         )
     drops = [(r.round, s) for r in primary.rounds for s in r.dropped]
@@ -425,6 +471,8 @@ def federated_section(
         "rounds": rounds_table(run),
         "strategies": strategies_table(run, centralised),
     }
+    if centralised is not None:
+        tables["pooled"] = pooled_table(centralised)
     checks = _training_checks(run, sites, centralised, policy)
     if primary.stats is not None:
         sub = _subgroups(primary.stats, primary, policy)
@@ -450,6 +498,7 @@ def federated_section(
             "rounds": "Every round: who took part, who dropped, each site's AUROC",
             "strategies": "Strategies compared",
             "subgroups": "Federated audit: metrics per patient group",
+            "pooled": "All sites' test data pooled: federated vs centralised training",
         },
     )
 

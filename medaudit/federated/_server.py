@@ -272,9 +272,17 @@ class _Run:
 
     # -- messaging ----------------------------------------------------------------------
     def _ask(
-        self, node_ids: Iterable[int], message_type: str, records: Mapping[str, Any]
+        self,
+        node_ids: Iterable[int],
+        message_type: str,
+        records: Mapping[str, Any],
+        timeout: float | None = None,
     ) -> tuple[dict[int, Any], dict[int, str]]:
-        """Send one message per node and collect the replies (errors and silence apart)."""
+        """Send one message per node and collect the replies (errors and silence apart).
+
+        ``timeout`` defaults to the round timeout; the final reports, during which each
+        site may also train its local-only model, get at least 10 minutes.
+        """
         from flwr.app import Message, RecordDict
 
         ids = list(node_ids)
@@ -282,7 +290,8 @@ class _Run:
             Message(RecordDict(dict(records)), dst_node_id=i, message_type=message_type)
             for i in ids
         ]
-        replies = self.grid.send_and_receive(msgs, timeout=self.s.round_timeout)
+        timeout = self.s.round_timeout if timeout is None else timeout
+        replies = self.grid.send_and_receive(msgs, timeout=timeout)
         ok, failed = {}, {}
         for r in replies:
             if r.has_error():
@@ -291,7 +300,7 @@ class _Run:
                 ok[r.metadata.src_node_id] = r.content
         for i in ids:
             if i not in ok and i not in failed:
-                failed[i] = f"no reply within {self.s.round_timeout:g} s"
+                failed[i] = f"no reply within {timeout:g} s"
         return ok, failed
 
     def _config(self, model_config: Mapping[str, Any], **extra: Any) -> Any:
@@ -310,6 +319,10 @@ class _Run:
                 **extra,
             }
         )
+
+    @property
+    def _report_timeout(self) -> float:
+        return max(self.s.round_timeout, 600.0)
 
     # -- steps --------------------------------------------------------------------------
     def _wait_for_sites(self) -> list[int]:
@@ -331,7 +344,7 @@ class _Run:
     def _describe(self) -> list[SiteInfo]:
         self.stage("Waiting for the sites to describe their data")
         ids = self._wait_for_sites()
-        ok, failed = self._ask(ids, "query.describe", {})
+        ok, failed = self._ask(ids, "query.describe", {}, self.s.connect_timeout)
         if failed:
             raise FederatedRunError(
                 "Site(s) could not describe their data: "
@@ -509,7 +522,7 @@ class _Run:
         )
         arrays = state_to_arrays(state)
         records = {"arrays": arrays, "initial": state_to_arrays(initial), "config": config}
-        ok, failed = self._ask(ids, "query.site_report", records)
+        ok, failed = self._ask(ids, "query.site_report", records, self._report_timeout)
         failures = {ids[i]: why for i, why in failed.items()}
         site_stats = {
             ids[i]: stats_from_records(c["stats"], c["stats-config"]) for i, c in ok.items()
@@ -548,6 +561,7 @@ class _Run:
             node_ids,
             "query.audit_moments",
             {"arrays": arrays, "config": config, "pooled": p_arrays, "pooled-config": p_config},
+            self._report_timeout,
         )
         failures = {ids[i]: why for i, why in failed.items()}
         if failed:  # clustered moments must cover the same sites as the counts

@@ -8,11 +8,13 @@ same :func:`make_client_app` / :func:`make_server_app` a real deployment runs.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -345,21 +347,26 @@ def _run(
         client = make_client_app(load_site, model_fn=model_fn, faults=faults)
         n_cpus = max(1, min(cpus or os.cpu_count() or 1, len(shards)))
         t0 = time.perf_counter()
-        run_simulation(
-            server_app=server,
-            client_app=client,
-            num_supernodes=len(shards),
-            backend_config={
-                "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                "init_args": {
-                    "num_cpus": n_cpus,
-                    "num_gpus": 0,
-                    "logging_level": "ERROR",
-                    "log_to_driver": False,
-                    "include_dashboard": False,
+        with warnings.catch_warnings():
+            # Ray leaves files (/dev/null) and helper processes to the garbage collector;
+            # collect them here, where their ResourceWarnings are expected and harmless.
+            warnings.simplefilter("ignore", ResourceWarning)
+            run_simulation(
+                server_app=server,
+                client_app=client,
+                num_supernodes=len(shards),
+                backend_config={
+                    "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                    "init_args": {
+                        "num_cpus": n_cpus,
+                        "num_gpus": 0,
+                        "logging_level": "ERROR",
+                        "log_to_driver": False,
+                        "include_dashboard": False,
+                    },
                 },
-            },
-        )
+            )
+            gc.collect()
         wall = time.perf_counter() - t0
     finally:
         shutil.rmtree(root, ignore_errors=True)
