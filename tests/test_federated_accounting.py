@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from medaudit._errors import InvalidParameterError
+from medaudit._errors import InvalidInputError, InvalidParameterError
 from medaudit.federated import ClientDP, FederatedPrivacy, FederatedSettings, client_level_epsilon
+from medaudit.federated._settings import MSG_DP_NEEDS_FEDAVG
 
 
 def test_epsilon_agrees_with_flower_and_opacus_accountants():
@@ -84,6 +85,9 @@ def test_settings_refuse_bad_values_with_the_one_template():
         FederatedSettings(on_bad_site="ignore")
     with pytest.raises(InvalidParameterError, match="'noise_multiplier' parameter of ClientDP"):
         ClientDP(noise_multiplier=0.0, clipping_norm=1.0)
-    s = FederatedSettings(strategies="fedmedian", client_dp=ClientDP(1.0, 0.5))
-    assert s.strategies == ("fedmedian",)
+    with pytest.raises(InvalidInputError) as err:
+        FederatedSettings(strategies="fedmedian", client_dp=ClientDP(1.0, 0.5))
+    assert str(err.value) == MSG_DP_NEEDS_FEDAVG.format(name="fedmedian")
+    s = FederatedSettings(strategies="fedavg", client_dp=ClientDP(1.0, 0.5))
+    assert s.strategies == ("fedavg",)
     assert FederatedSettings.from_dict(s.to_dict()) == s
