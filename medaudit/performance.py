@@ -1,7 +1,8 @@
 """Model performance: AUROC with its CI, operating point, confusion matrix, calibration, per site.
 
-Every headline number carries a 95% bootstrap CI (resampled within each class, and by
-patient when ``patient_id`` is present; see :mod:`medaudit.stats`). The operating point
+Every headline number carries a 95% bootstrap CI (whole patients resampled within each
+site, and within their class profile for AUROC, sensitivity and specificity; see
+:func:`medaudit.stats.resampling_strata`). The operating point
 (:mod:`medaudit.operating_point`) is explicit: sensitivity, specificity and the false
 negative rate are reported at it, and an operating point that flags almost every image
 or almost none is a finding of its own, not a perfect sensitivity.
@@ -28,11 +29,14 @@ from medaudit.report import Check, Figure, Policy, RootCause, Section, Threshold
 from medaudit.report._format import format_value_ci
 from medaudit.stats import (
     bootstrap_counts,
+    bootstrap_interval,
     calibration_bins,
-    expected_calibration_error,
+    calibration_error_interval,
     percentile_ci,
+    pseudo_replicates,
+    range_interval,
+    resampling_strata,
     weighted_auroc,
-    weighted_expected_calibration_error,
 )
 
 __all__ = ["CHECKS", "SPEC", "audit", "calibration_curve", "performance_section"]
@@ -85,11 +89,39 @@ def calibration_curve(y_true: np.ndarray, y_prob: np.ndarray, *, n_bins: int = 1
 
 @dataclass(frozen=True)
 class _Boot:
-    W: np.ndarray
-    confidence: float
+    """Resampling counts: ``W`` by class profile (class-conditional metrics), ``W_mix`` not."""
 
-    def ci(self, samples: np.ndarray) -> tuple[float, float]:
-        return percentile_ci(samples, self.confidence)
+    W: np.ndarray
+    W_mix: np.ndarray
+    confidence: float
+    clusters: np.ndarray | None
+
+    def ci(
+        self, point: float, samples: np.ndarray, kind: str = "logit", n: float | None = None
+    ) -> tuple[float, float]:
+        """Wilson-with-design-effect (``kind="proportion"``) or logit-basic interval."""
+        return bootstrap_interval(point, samples, kind=kind, n=n, confidence=self.confidence)
+
+
+def _resampling(
+    y: np.ndarray, meta: pd.DataFrame, n_boot: int, seed: int, confidence: float
+) -> _Boot:
+    """Whole patients within each site; by class profile for class-conditional metrics."""
+    clusters = meta["patient_id"].to_numpy() if "patient_id" in meta.columns else None
+    site = meta["site"].astype(str).to_numpy() if "site" in meta.columns else None
+    counts = [
+        bootstrap_counts(
+            resampling_strata(
+                n_samples=len(y), groups=site, labels=y, by_class=by_class, clusters=clusters
+            ),
+            n_boot=n_boot,
+            random_state=np.random.default_rng([seed, by_class]),
+            clusters=clusters,
+            rescaled=True,
+        )
+        for by_class in (True, False)
+    ]
+    return _Boot(counts[0], counts[1], confidence, clusters)
 
 
 def _rate(W: np.ndarray, num_mask: np.ndarray, den_mask: np.ndarray) -> np.ndarray:
@@ -169,18 +201,18 @@ def performance_section(
     conf = float(policy.setting("confidence"))
     seed = int(policy.setting("seed"))
     min_class = int(policy.setting("min_class_count"))
-    clusters = meta["patient_id"].to_numpy() if "patient_id" in meta.columns else None
-    boot = _Boot(
-        bootstrap_counts(y.astype(int), n_boot=n_boot, random_state=seed, clusters=clusters), conf
-    )
+    boot = _resampling(y.astype(int), meta, n_boot, seed, conf)
+    clusters = boot.clusters
     ones = np.ones((1, len(y)))
     pred_pos = s >= operating_threshold
 
     checks: list[Check] = []
     rows = []
 
-    def metric(name: str, point: float, samples: np.ndarray) -> tuple[float, tuple[float, float]]:
-        ci = boot.ci(samples)
+    def metric(
+        name: str, point: float, samples: np.ndarray, n: float | None = None
+    ) -> tuple[float, tuple[float, float]]:
+        ci = boot.ci(point, samples, "logit" if n is None else "proportion", n)
         rows.append({"metric": name, "value": point, "ci_low": ci[0], "ci_high": ci[1]})
         return point, ci
 
@@ -210,29 +242,44 @@ def performance_section(
             )
         )
     sens, sens_ci = metric(
-        "Sensitivity (TPR)", float(_rate(ones, pred_pos, y)[0]), _rate(boot.W, pred_pos, y)
+        "Sensitivity (TPR)", float(_rate(ones, pred_pos, y)[0]), _rate(boot.W, pred_pos, y), n_pos
     )
     spec, spec_ci = metric(
-        "Specificity (TNR)", float(_rate(ones, ~pred_pos, ~y)[0]), _rate(boot.W, ~pred_pos, ~y)
+        "Specificity (TNR)",
+        float(_rate(ones, ~pred_pos, ~y)[0]),
+        _rate(boot.W, ~pred_pos, ~y),
+        n_neg,
     )
-    metric("False negative rate", float(_rate(ones, ~pred_pos, y)[0]), _rate(boot.W, ~pred_pos, y))
-    metric("PPV", float(_rate(ones, y, pred_pos)[0]), _rate(boot.W, y, pred_pos))
-    metric("NPV", float(_rate(ones, ~y, ~pred_pos)[0]), _rate(boot.W, ~y, ~pred_pos))
+    metric(
+        "False negative rate",
+        float(_rate(ones, ~pred_pos, y)[0]),
+        _rate(boot.W, ~pred_pos, y),
+        n_pos,
+    )
+    n_flag = int(pred_pos.sum())
+    metric("PPV", float(_rate(ones, y, pred_pos)[0]), _rate(boot.W_mix, y, pred_pos), n_flag)
+    metric(
+        "NPV",
+        float(_rate(ones, ~y, ~pred_pos)[0]),
+        _rate(boot.W_mix, ~y, ~pred_pos),
+        len(y) - n_flag,
+    )
     flagged = float(pred_pos.mean()) if len(y) else float("nan")
     metric(
         "Flagged fraction",
         flagged,
-        _rate(boot.W, pred_pos, np.ones(len(y), dtype=bool)),
+        _rate(boot.W_mix, pred_pos, np.ones(len(y), dtype=bool)),
+        len(y),
     )
     extreme = extreme_selection(flagged) if np.isfinite(flagged) else None
     checks += _operating_point_checks(
         policy, operating_point, flagged, extreme, sens, sens_ci, int((y & ~pred_pos).sum()), n_pos
     )
-    ece, ece_ci = metric(
-        "ECE",
-        expected_calibration_error(y, s, n_bins=n_bins),
-        weighted_expected_calibration_error(y, s, boot.W, n_bins=n_bins),
+    # Debiased ECE with its basic bootstrap interval (medaudit.stats.calibration_error).
+    ece, ece_ci = calibration_error_interval(
+        y, s, boot.W_mix, n_bins=n_bins, clusters=clusters, confidence=conf
     )
+    rows.append({"metric": "ECE", "value": ece, "ci_low": ece_ci[0], "ci_high": ece_ci[1]})
     checks.append(
         policy.judge(
             "performance.ece",
@@ -270,8 +317,11 @@ def performance_section(
 
     figures = _figures(y, s, boot, operating_point, auc, auc_ci, pred_pos, predictions.meta)
     notes = [
-        f"95% CIs: percentile bootstrap with {n_boot} resamples, stratified by class"
-        + (" and resampling whole patients." if clusters is not None else "."),
+        f"95% CIs: bootstrap with {n_boot} resamples of whole "
+        + ("patients" if clusters is not None else "images")
+        + " within each site, and within class profile for AUROC, sensitivity and "
+        "specificity; the ECE is debiased, with a basic bootstrap interval; the site "
+        "AUROC gap's interval is simultaneous over every pair of sites.",
         "Calibration is shown for the positive-class probability in equal-width bins.",
         f"Operating point: {operating_point.description}.",
     ]
@@ -294,10 +344,11 @@ def performance_section(
         methods=(
             "AUROC (ties count one half); sensitivity, specificity, false negative rate, PPV "
             f"and NPV at the operating point ({operating_point.description}); the confusion "
-            "matrix; a reliability table with expected calibration error; AUROC, sensitivity "
-            "and specificity per acquisition site; every rate with a stratified (by class, by "
-            "patient) percentile-bootstrap 95% CI. The ROC band is the pointwise 2.5-97.5 "
-            "percentile of the bootstrap ROC curves at each false positive rate."
+            "matrix; a reliability table with the debiased expected calibration error; AUROC, "
+            "sensitivity and specificity per acquisition site; every rate with a patient-level "
+            "bootstrap 95% CI (Wilson with the bootstrap's design effect for rates, "
+            "logit-scale basic for AUROC, basic for the ECE). The ROC band is the pointwise "
+            "percentile band of the bootstrap ROC curves at each false positive rate."
         ),
         root_causes=_root_causes(checks, operating_point, flagged, extreme, site_table),
         table_titles=TABLE_TITLES,
@@ -513,16 +564,20 @@ def _per_site(
             )
         else:
             W = boot.W[:, mask]
-            samples = weighted_auroc(y[mask], s[mask], W)
             point = float(weighted_auroc(y[mask], s[mask], np.ones((1, n)))[0])
-            lo, hi = boot.ci(samples)
+            samples = pseudo_replicates(
+                "logit",
+                np.array([point]),
+                weighted_auroc(y[mask], s[mask], boot.W[:, mask])[:, None],
+            )[:, 0]
+            lo, hi = boot.ci(point, samples, "percentile")
             row.update(auroc=point, ci_low=lo, ci_high=hi)
             for name, num, den in (
                 ("sensitivity", pred_pos[mask], y[mask]),
                 ("specificity", ~pred_pos[mask], ~y[mask]),
             ):
                 v = float(_rate(np.ones((1, n)), num, den)[0])
-                c = boot.ci(_rate(W, num, den))
+                c = boot.ci(v, _rate(W, num, den), "proportion", int(den.sum()))
                 row.update({name: v, f"{name}_ci_low": c[0], f"{name}_ci_high": c[1]})
             aucs[site] = (point, samples)
         rows.append(row)
@@ -534,10 +589,15 @@ def _per_site(
         return table, policy.skipped(
             "performance.site_auroc_gap", desc, "fewer than two sites large enough to compare"
         )
-    best = max(aucs, key=lambda k: aucs[k][0])
-    worst = min(aucs, key=lambda k: aucs[k][0])
-    gap = aucs[best][0] - aucs[worst][0]
-    gap_ci = boot.ci(aucs[best][1] - aucs[worst][1])
+    names = list(aucs)
+    # The best and worst sites are picked from the data: a simultaneous interval over
+    # every pair of sites allows for it (medaudit.stats.range_interval).
+    res = range_interval(
+        np.array([aucs[k][0] for k in names]),
+        np.stack([aucs[k][1] for k in names], axis=1),
+        boot.confidence,
+    )
+    best, worst, gap, gap_ci = names[res.high], names[res.low], res.value, res.ci
     return table, policy.judge(
         "performance.site_auroc_gap",
         f"{desc} ({best} vs {worst})",
@@ -616,21 +676,14 @@ def _multiclass_section(predictions: Predictions, policy: Policy) -> Section:
     y = predictions.labels
     n_boot = int(policy.setting("n_bootstrap"))
     conf = float(policy.setting("confidence"))
-    clusters = (
-        predictions.meta["patient_id"].to_numpy()
-        if "patient_id" in predictions.meta.columns
-        else None
-    )
-    W = bootstrap_counts(
-        y, n_boot=n_boot, random_state=int(policy.setting("seed")), clusters=clusters
-    )
+    W = _resampling(y, predictions.meta, n_boot, int(policy.setting("seed")), conf).W
     rows, samples_all = [], []
     for k, name in enumerate(predictions.class_names):
         yk = y == k
         point = float(weighted_auroc(yk, predictions.scores[:, k], np.ones((1, len(y))))[0])
         samples = weighted_auroc(yk, predictions.scores[:, k], W)
         samples_all.append(samples)
-        lo, hi = percentile_ci(samples, conf)
+        lo, hi = bootstrap_interval(point, samples, kind="logit", confidence=conf)
         rows.append(
             {
                 "class": name,

@@ -42,9 +42,9 @@ class LoadedPredictions:
 
     @property
     def model_info(self) -> dict[str, Any]:
-        """Architecture, input size, normalisation and class names of the checkpoint."""
+        """Architecture, input size, normalisation, class names and DP ledger (``privacy``)."""
         lm = self.loaded
-        return {
+        info = {
             "arch": lm.arch,
             "format": lm.format,
             "image_size": lm.image_size,
@@ -53,6 +53,9 @@ class LoadedPredictions:
             "std": None if lm.std is None else list(lm.std),
             "class_names": list(lm.class_names or []),
         }
+        if getattr(lm, "privacy", None) is not None:  # the DP ledger (privacy_budget audit)
+            info["privacy"] = lm.privacy
+        return info
 
 
 def load_model_and_predict(

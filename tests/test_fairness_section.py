@@ -82,7 +82,7 @@ def test_planted_effect_fails_the_auroc_gap_check(section):
     assert c.status == "fail"
     assert c.ci is not None and c.ci[0] > 0
     assert "F" in c.description and c.advice.startswith("The model ranks patients less well in F")
-    assert "permutation p" in c.reason
+    assert "bootstrap p = " in c.reason and "Holm-adjusted" in c.reason
 
 
 def test_check_ids_and_thresholds(section):

@@ -53,18 +53,21 @@ def test_header_names_model_data_policy_version_and_time(demo_report_dir):
     assert findings and {"title", "severity", "status", "checks", "text"} <= set(findings[0])
 
 
-def test_a_clear_gap_reaches_p_below_001_after_correction():
-    """Holm over the primary family with enough permutations can show p < 0.01."""
+@pytest.mark.parametrize("p_method", ["permutation", "bootstrap"])
+def test_a_clear_gap_reaches_p_below_001_after_correction(p_method):
+    """Holm over the primary family (enough permutations / resamples) can show p < 0.01."""
     from test_fairness_section import FAST, make_predictions
 
     from medaudit.fairness import fairness_section
 
     p = make_predictions(n=1500, hard_female=1.0, seed=11)
-    sec = fairness_section(p, sensitive=["sex", "age_group"], policy=FAST, figures=False)
+    sec = fairness_section(
+        p, sensitive=["sex", "age_group"], policy=FAST, figures=False, p_method=p_method
+    )
     gap = {c.id: c for c in sec.checks}["fairness.sex.auroc_gap"]
     assert gap.ci is not None and gap.ci[0] > 0.05  # the CI clearly excludes 0
     m = re.search(
-        r"permutation p (< 0\.001|= [0-9.]+), Holm-adjusted across the primary", gap.reason
+        rf"{p_method} p (< 0\.001|= [0-9.]+), Holm-adjusted across the primary", gap.reason
     )
     assert m is not None, gap.reason
     shown = m.group(1)
@@ -79,10 +82,13 @@ def test_demo_gap_reaches_p_below_001_and_women_come_first(full_demo_run):
     clear = [
         c
         for c in fair.checks
-        if c.ci is not None and c.ci[0] > 0.05 and "permutation p" in c.reason
+        if c.ci is not None and c.ci[0] > 0.05 and re.search("(permutation|bootstrap) p", c.reason)
     ]
     assert clear, "no gap whose CI clearly excludes 0"
-    shown = [re.search(r"permutation p (< 0\.001|= [0-9.]+)", c.reason).group(1) for c in clear]
+    shown = [
+        re.search(r"(?:permutation|bootstrap) p (< 0\.001|= [0-9.]+)", c.reason).group(1)
+        for c in clear
+    ]
     best = min(0.0 if s.startswith("<") else float(s[2:]) for s in shown)
     assert best < 0.01
     doc = json.loads((full_demo_run.out_dir / "audit.json").read_text(encoding="utf-8"))

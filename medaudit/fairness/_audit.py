@@ -24,10 +24,18 @@ CHECKS["fairness.*.error_abs_pearson_r"] = Threshold(
 SETTINGS: tuple[Setting, ...] = (
     Setting("intersections", True, "Also audit each pair of attributes crossed.", "bool"),
     Setting(
+        "p_method",
+        "bootstrap",
+        "Gap p-values: 'bootstrap' (the test dual to the gap's simultaneous CI) or "
+        "'permutation' (group labels permuted among patients).",
+        "str",
+        choices=("bootstrap", "permutation", "none"),
+    ),
+    Setting(
         "n_permutations",
         1000,
-        "Permutations behind each gap's p-value (at least; raised to 200 per primary test so "
-        "that an adjusted p-value below 0.01 can be reached).",
+        "Permutations behind each gap's p-value (p_method = 'permutation'; at least, raised "
+        "to 200 per primary test so that an adjusted p-value below 0.01 can be reached).",
         "int",
         minimum=1,
     ),
@@ -78,6 +86,7 @@ def audit(ctx: AuditContext) -> Section:
         calibration=ctx.calibration,
         p_adjust=ctx.setting("fairness.p_adjust"),
         n_permutations=int(ctx.setting("fairness.n_permutations")),
+        p_method=ctx.setting("fairness.p_method"),
     )
 
 

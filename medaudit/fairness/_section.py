@@ -235,6 +235,7 @@ def _checks(
                     advice=advice.format(worst=r["worst_group"] or "one group"),
                     default=default,
                 )
+                chk = _judge_calibration(chk, r, gm)
                 if extreme is not None and suffix in THRESHOLD_CHECKS:
                     chk = dataclasses.replace(
                         chk,
@@ -291,8 +292,9 @@ def _with_p_values(
         if c.id in families:
             p, fam, m = families[c.id]
             how = "" if gm.p_adjust == "none" else f", {_ADJUST_WORDS[gm.p_adjust]} across the "
-            text = f"permutation p {_p_text(p)}{how}{fam} family of {m}" if how else (
-                f"permutation p {_p_text(p)} (not adjusted)"
+            test = "permutation" if gm.p_method == "permutation" else "bootstrap"
+            text = f"{test} p {_p_text(p)}{how}{fam} family of {m}" if how else (
+                f"{test} p {_p_text(p)} (not adjusted)"
             )  # fmt: skip
             c = dataclasses.replace(c, reason="; ".join(x for x in (c.reason, text) if x))
         out.append(c)
@@ -305,6 +307,25 @@ _ADJUST_WORDS = {"holm": "Holm-adjusted", "bh": "Benjamini-Hochberg-adjusted"}
 def _p_text(p: float) -> str:
     shown = format_p_value(p)
     return shown if shown.startswith("<") else f"= {shown}"
+
+
+def _judge_calibration(chk: Check, r: pd.Series, gm: GroupMetrics) -> Check:
+    """A calibration gap is judged on the test whose null is "every group is calibrated".
+
+    An ECE gap whose CI straddles the threshold while no group is shown miscalibrated
+    is no finding: the check passes, saying why (a calibrated model then warns in at
+    most 1 - confidence of audits, whatever the group sizes).
+    """
+    p = r.get("calibration_p", math.nan)
+    alpha = 1 - gm.confidence
+    if r["metric"] != "ece" or chk.status != "inconclusive" or not (p > alpha):
+        return chk
+    return dataclasses.replace(
+        chk,
+        status="pass",
+        reason=f"no group is shown to be miscalibrated (test of calibration, p = {p:.2g} "
+        "Bonferroni-adjusted over the groups)",
+    )
 
 
 def _groups_table(gm: GroupMetrics, attr: str) -> pd.DataFrame:
@@ -353,6 +374,7 @@ class _Options:
     mitigation: str | None
     p_adjust: str
     n_permutations: int
+    p_method: str
     figures: bool
     continuous: tuple[str, ...]
 
@@ -372,6 +394,7 @@ def fairness_section(
     mitigation: str | None = "equalized_odds",
     p_adjust: str = "holm",
     n_permutations: int = 1000,
+    p_method: str = "bootstrap",
     figures: bool = True,
 ) -> Section:
     """Audit subgroup performance and return the report's ``fairness`` section.
@@ -409,6 +432,8 @@ def fairness_section(
     n_permutations : int
         At least this many permutations per test; raised when needed so that the
         smallest adjusted p-value of the primary family can fall below 0.01.
+    p_method : {"bootstrap", "permutation", "none"}
+        Gap p-values: the test dual to the gap's CI, or a permutation test of patients.
     figures : bool
         Draw the figures.
 
@@ -441,7 +466,9 @@ def fairness_section(
             MSG_MISSING_ATTR.format(missing=missing, available=", ".join(map(str, meta.columns)))
         )
     policy = policy or Policy.default()
-    opts = _Options(intersections, mitigation, p_adjust, n_permutations, figures, tuple(continuous))
+    opts = _Options(
+        intersections, mitigation, p_adjust, n_permutations, p_method, figures, tuple(continuous)
+    )
     notes: list[str] = []
     if operating_point is None:
         operating_point = _operating_point(
@@ -487,7 +514,11 @@ def _build(
         n_boot=int(policy.setting("n_bootstrap")),
         confidence=float(policy.setting("confidence")),
         n_permutations=n_perm,
+        p_method=opts.p_method,
         p_adjust=opts.p_adjust,
+        # The stats-side adjustment (p_adjusted) covers the gaps the checks report; the
+        # report's two families (_p_families) are what the checks print.
+        p_family=tuple(m for m, k, *_ in CHECK_KINDS.values() if k == "difference"),
         min_group_size=int(policy.setting("min_group_size")),
         min_class_count=int(policy.setting("min_class_count")),
         random_state=int(policy.setting("seed")),
@@ -655,15 +686,24 @@ def _methods_text(
 ) -> str:
     sizes = {fam: m for _, fam, m in families.values()}
     fam_text = (
-        f"p-values: {gm.n_permutations} permutations of group labels within each class "
-        "(statistic max - min), "
+        "p-values: "
+        + (
+            f"{gm.n_permutations} permutations of group labels among patients within each "
+            "class (statistic max - min), "
+            if gm.p_method == "permutation"
+            else "the bootstrap test dual to each gap's simultaneous CI, "
+        )
         + (
             f"{_ADJUST_WORDS[gm.p_adjust]} within two pre-specified families: the primary "
             f"family (AUROC and false-negative-rate gaps of each attribute given, "
             f"{sizes.get('primary', 0)} tests) and the secondary family (every other gap "
-            f"check, intersections included, {sizes.get('secondary', 0)} tests). The number "
-            f"of permutations is at least {PERMUTATIONS_PER_TEST} per primary test, so that an "
-            "adjusted p-value below 0.01 can be reached."
+            f"check, intersections included, {sizes.get('secondary', 0)} tests)."
+            + (
+                f" The number of permutations is at least {PERMUTATIONS_PER_TEST} per primary "
+                "test, so that an adjusted p-value below 0.01 can be reached."
+                if gm.p_method == "permutation"
+                else ""
+            )
             if gm.p_adjust != "none"
             else "not adjusted for multiple testing."
         )
@@ -671,10 +711,15 @@ def _methods_text(
     return (
         f"Per-group metrics at the operating point {op.description} (predicted positive = "
         f"score >= threshold) for {', '.join(gm.attributes)}. {gm.confidence:.0%} CIs: "
-        f"percentile bootstrap ({gm.n_boot} resamples) within each group x class stratum"
-        + (", resampling whole patients" if clustered else "")
-        + ". A gap is the difference between the highest and lowest group (identities fixed "
-        f"at the point estimate). {fam_text} Groups with fewer than "
+        f"bootstrap ({gm.n_boot} resamples) of whole "
+        + ("patients" if clustered else "images")
+        + " within each group (and within class profile for AUROC, sensitivity and "
+        "specificity); Wilson intervals with the bootstrap's design effect for rates, "
+        "logit-scale basic intervals for AUROC and the Brier score, a debiased ECE. A gap "
+        "is the difference between the highest and lowest group; its CI is simultaneous "
+        "over every pair of groups (max-t), so it allows for the pair being picked from the "
+        f"data. {fam_text} The ECE gap passes when no group is shown to be miscalibrated. "
+        "Groups with fewer than "
         f"{policy.setting('min_group_size')} images or fewer than "
         f"{policy.setting('min_class_count')} of a class are skipped."
         + (
