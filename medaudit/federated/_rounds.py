@@ -9,6 +9,7 @@ report can name who dropped and when.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from medaudit._errors import InvalidInputError
-from medaudit.federated._accounting import FederatedPrivacy
+from medaudit.federated._accounting import FederatedPrivacy, SampleLevelPrivacy
 from medaudit.federated._settings import FederatedSettings
 from medaudit.federated._stats import ClusterMoments, SufficientStatistics
 
@@ -29,7 +30,37 @@ __all__ = [
     "RoundRecorder",
     "SiteInfo",
     "StrategyRun",
+    "short_reason",
 ]
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: ``package.module.SomeError: message`` on a line of its own (a traceback's last line).
+_EXC_LINE = re.compile(r"^\s*(?:\w+\.)*([A-Z]\w*): (\S.*?)'?>?\s*$", re.M)
+_MAX_REASON = 300
+
+
+def short_reason(reason: str) -> str:
+    r"""``Name: message`` of the exception a site's client app raised, from Flower's error.
+
+    Flower wraps a client's exception differently in a deployment (``<class ...>:<'...'>``)
+    and on Ray (the actor's whole traceback); the report wants the root cause in one line.
+
+    Examples
+    --------
+    >>> short_reason("<class 'x.InjectedFault'>:<'site crashed'>")
+    'InjectedFault: site crashed'
+    >>> short_reason("Traceback ...\nmedaudit.x.InjectedFault: site 'B' crashed\nmore")
+    "InjectedFault: site 'B' crashed"
+    """
+    text = _ANSI.sub("", str(reason)).replace("\\n", "\n")
+    m = re.fullmatch(r"<class '(?:[\w.]+\.)?([A-Za-z]\w*)'>:<'(.*)'>", text.strip(), re.S)
+    if m and "\n" not in m.group(2):
+        return f"{m.group(1)}: {m.group(2)}"[:_MAX_REASON]
+    hit = _EXC_LINE.search(text)
+    if hit:
+        return f"{hit.group(1)}: {hit.group(2)}"[:_MAX_REASON]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return (lines[-1] if lines else text)[:_MAX_REASON]
 
 
 class FederatedRunError(InvalidInputError):
@@ -75,6 +106,8 @@ class RoundRecord:
         Sites that did not return their evaluation.
     effective_noise : float or None
         σ of this round's DP release (client-level DP only).
+    dp_steps : dict of str to (float, int)
+        Site → (sample rate, DP-SGD steps) of its local training (sample-level DP only).
     seconds : float
     """
 
@@ -90,6 +123,7 @@ class RoundRecord:
     eval_auroc: dict[str, float] = field(default_factory=dict)
     eval_dropped: tuple[str, ...] = ()
     effective_noise: float | None = None
+    dp_steps: dict[str, tuple[float, int]] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -120,6 +154,19 @@ class StrategyRun:
     privacy: FederatedPrivacy | None = None
     seconds: float = 0.0
     site_stats: Mapping[str, SufficientStatistics] = field(default_factory=dict)
+    sample_privacy: SampleLevelPrivacy | None = None
+
+    def privacy_record(self) -> dict[str, Any] | None:
+        """The checkpoint's and report's ``privacy`` record (None without DP).
+
+        Client-level DP's record, with sample-level DP's under ``sample_level`` when both
+        were used; sample-level DP's alone otherwise.
+        """
+        client = None if self.privacy is None else self.privacy.to_dict()
+        sample = None if self.sample_privacy is None else self.sample_privacy.to_dict()
+        if client is not None and sample is not None:
+            return {**client, "sample_level": sample}
+        return client if client is not None else sample
 
 
 @dataclass(frozen=True)
@@ -213,7 +260,7 @@ class RoundRecorder:
         replies = list(replies)
         ok = [r for r in replies if not r.has_error()]
         rec.failed = {
-            self._site(r.metadata.src_node_id): str(r.error.reason)
+            self._site(r.metadata.src_node_id): short_reason(str(r.error.reason))
             for r in replies
             if r.has_error()
         }
@@ -222,7 +269,10 @@ class RoundRecorder:
         rec.replied = tuple(sorted(self._site(r.metadata.src_node_id) for r in ok))
         for r in ok:
             m = next(iter(r.content.metric_records.values()))
-            rec.train_loss[self._site(r.metadata.src_node_id)] = float(m.get("train-loss", np.nan))
+            site = self._site(r.metadata.src_node_id)
+            rec.train_loss[site] = float(m.get("train-loss", np.nan))
+            if "dp-steps" in m:
+                rec.dp_steps[site] = (float(m["dp-sample-rate"]), int(m["dp-steps"]))
         if len(ok) < self.min_sites:
             self.inner.aggregate_train(server_round, [])  # lets a DP wrapper close its round
             rec.note = (
