@@ -18,6 +18,7 @@ pytest.importorskip("flwr")
 from _flower_local import LocalGrid  # noqa: E402
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict  # noqa: E402
 
+from medaudit._errors import InvalidInputError, InvalidParameterError  # noqa: E402
 from medaudit.data import Cohort, generate_hospitals, partition_by_site  # noqa: E402
 from medaudit.federated import (  # noqa: E402
     Arm,
@@ -25,6 +26,7 @@ from medaudit.federated import (  # noqa: E402
     FaultPlan,
     FederatedRunError,
     FederatedSettings,
+    SampleDP,
     build_strategy,
     client_level_epsilon,
     federated_section,
@@ -37,6 +39,7 @@ from medaudit.federated import (  # noqa: E402
 )
 from medaudit.federated._federate import model_from_state  # noqa: E402
 from medaudit.federated._server import MSG_BAD_SITES_STOP  # noqa: E402
+from medaudit.federated._settings import MSG_SAMPLE_DP_FEDPROX  # noqa: E402
 from medaudit.models import SmallCNN  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -63,18 +66,18 @@ def _sites(with_negative_only_site: bool = True):
     return [prepare_site(sub, name, seed=0) for name, sub in cohorts.items()]
 
 
-def run_local(sites, settings, *, faults=None, silent=None, **server_options):
+def run_local(sites, settings, *, faults=None, silent=None, model_fn=tiny_model, **server_options):
     out = {}
     server = make_server_app(
         settings,
         expected_sites=len(sites),
         on_result=lambda r: out.setdefault("run", r),
         on_error=lambda e: out.setdefault("error", e),
-        model_fn=tiny_model,
+        model_fn=model_fn,
         **server_options,
     )
     client = make_client_app(
-        lambda ctx: sites[int(ctx.node_config["partition-id"])], model_fn=tiny_model, faults=faults
+        lambda ctx: sites[int(ctx.node_config["partition-id"])], model_fn=model_fn, faults=faults
     )
     grid = LocalGrid(client, len(sites), silent=silent)
     server(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={}))
@@ -327,3 +330,59 @@ def test_audit_only_scores_every_row_of_every_site_without_training():
         assert table.loc[site.name, "n"] == site.counts["n"]
     assert {c.id for c in section.checks} >= {"federated.auroc", "federated.sex.auroc_gap"}
     assert isinstance(section.tables["subgroups"], pd.DataFrame)
+
+
+def tiny_gn_model(config) -> torch.nn.Module:
+    return SmallCNN(
+        in_channels=int(config["in-channels"]),
+        num_classes=int(config["num-classes"]),
+        widths=(4, 8),
+        norm="group",
+    )
+
+
+def test_sample_level_dp_trains_with_dp_sgd_at_every_site_and_accounts_each_site():
+    from opacus.accountants import RDPAccountant
+
+    sites = _sites(with_negative_only_site=False)
+    dp = SampleDP(noise_multiplier=1.0, max_grad_norm=1.0, delta=1e-5)
+    s = SETTINGS.replace(sample_dp=dp, arch="small_cnn_gn", local_baseline=False)
+    faults = FaultPlan(crash={"site_C": 1})
+    run = run_local(sites, s, faults=faults, model_fn=tiny_gn_model).strategies[0]
+    r1, r2 = run.rounds
+    assert sorted(r1.dp_steps) == ["site_A", "site_B"]  # site_C crashed: sent nothing
+    assert sorted(r2.dp_steps) == ["site_A", "site_B", "site_C"]
+    priv = run.sample_privacy
+    assert priv is not None and run.privacy is None
+    for site in sites:
+        n = len(site.train)
+        q, steps = r2.dp_steps[site.name]
+        assert q == pytest.approx(16 / n)
+        assert steps == round(n / 16)  # one local epoch of Poisson batches of mean size 16
+        rec = priv.sites[site.name]
+        assert rec["rounds"] == (1 if site.name == "site_C" else 2)
+        assert rec["steps"] == steps * rec["rounds"]
+        # Reference: Opacus's RDP accountant over the same history.
+        acc = RDPAccountant()
+        acc.history = [(1.0, q, rec["steps"])]
+        assert rec["epsilon"] == pytest.approx(acc.get_epsilon(delta=1e-5), rel=1e-9)
+    assert priv.epsilon == max(v["epsilon"] for v in priv.sites.values())
+    record = run.privacy_record()
+    assert record["level"] == "sample" and record["epsilon"] == priv.epsilon
+    assert record["accountant"] == "opacus.rdp"
+    assert all(torch.isfinite(v).all() for v in run.state.values() if v.is_floating_point())
+
+
+def test_sample_level_dp_is_refused_where_dp_sgd_cannot_train():
+    dp = SampleDP(noise_multiplier=1.0)
+    with pytest.raises(InvalidInputError) as err:
+        FederatedSettings(sample_dp=dp)  # small_cnn has BatchNorm
+    assert str(err.value).startswith("Sample-level DP (DP-SGD) cannot train architecture")
+    assert str(err.value).endswith("Use --arch small_cnn_gn (GroupNorm instead of BatchNorm).")
+    with pytest.raises(InvalidInputError) as err:
+        FederatedSettings(sample_dp=dp, arch="small_cnn_gn", strategies=("fedprox",))
+    assert str(err.value) == MSG_SAMPLE_DP_FEDPROX
+    with pytest.raises(InvalidParameterError, match="'noise_multiplier' parameter of SampleDP"):
+        SampleDP(noise_multiplier=0.0)
+    both = FederatedSettings(sample_dp=dp, client_dp=ClientDP(1.0, 0.5), arch="small_cnn_gn")
+    assert FederatedSettings.from_dict(both.to_dict()) == both

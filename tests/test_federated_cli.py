@@ -94,6 +94,12 @@ def test_a_site_without_positives_stops_the_run_when_asked(manifests, capsys, tm
         (["--client-dp-noise", "1.0"], MSG_DP_PAIR),
         (["--on-bad-site", "ignore"], "'on_bad_site' parameter of FederatedSettings"),
         (["--strategy", "krum", "--client-dp-noise", "1", "--client-dp-clip", "1"], "plain"),
+        (["--sample-dp-noise", "1.0"], "Use --arch small_cnn_gn"),
+        (
+            ["--sample-dp-noise", "1.0", "--arch", "small_cnn_gn", "--strategy", "fedprox"],
+            "Sample-level DP cannot train with FedProx",
+        ),
+        (["--sample-dp-noise", "0", "--arch", "small_cnn_gn"], "'noise_multiplier' parameter"),
     ],
 )
 def test_other_bad_options_are_exit_2(manifests, capsys, tmp_path, extra, words):

@@ -32,7 +32,7 @@ MSG_OUT_IS_FILE = "--out must be a folder, but {out} is a file."
 
 def settings_from_options(**opts: Any) -> Any:
     """A validated :class:`~medaudit.federated.FederatedSettings` from CLI options."""
-    from medaudit.federated import ClientDP, FederatedSettings, get_strategy
+    from medaudit.federated import ClientDP, FederatedSettings, SampleDP, get_strategy
 
     if opts["rounds"] < 1:
         raise InvalidInputError(MSG_ROUNDS.format(rounds=opts["rounds"]))
@@ -44,7 +44,10 @@ def settings_from_options(**opts: Any) -> Any:
     if (noise is None) != (clip is None):
         raise InvalidInputError(MSG_DP_PAIR)
     dp = None if noise is None else ClientDP(noise, clip, delta=delta, clipping=clipping)
-    return FederatedSettings(strategies=tuple(strategies), client_dp=dp, **opts)
+    s_noise, s_clip = opts.pop("sample_dp_noise", None), opts.pop("sample_dp_clip", 1.0)
+    s_delta = opts.pop("sample_dp_delta", 1e-5)
+    sdp = None if s_noise is None else SampleDP(s_noise, s_clip, delta=s_delta)
+    return FederatedSettings(strategies=tuple(strategies), client_dp=dp, sample_dp=sdp, **opts)
 
 
 class _Progress:
@@ -217,6 +220,14 @@ def federate(
     client_dp_clipping: Annotated[
         str, typer.Option(help="Where updates are clipped: server or client.")
     ] = "server",
+    sample_dp_noise: Annotated[
+        float | None,
+        typer.Option(help="Sample-level DP: DP-SGD noise multiplier at every site."),
+    ] = None,
+    sample_dp_clip: Annotated[
+        float, typer.Option(help="Sample-level DP: per-image gradient clipping norm.")
+    ] = 1.0,
+    sample_dp_delta: Annotated[float, typer.Option(help="Sample-level DP delta.")] = 1e-5,
     audit_only: Annotated[
         bool, typer.Option("--audit-only", help="Only audit --model across the sites.")
     ] = False,
@@ -270,6 +281,9 @@ def federate(
         client_dp_clip=client_dp_clip,
         client_dp_delta=client_dp_delta,
         client_dp_clipping=client_dp_clipping,
+        sample_dp_noise=sample_dp_noise,
+        sample_dp_clip=sample_dp_clip,
+        sample_dp_delta=sample_dp_delta,
     )
     result = federate_manifest(
         data,

@@ -16,7 +16,11 @@ Flower is an optional dependency: ``pip install "medaudit[fl]"``.
 
 from pathlib import Path
 
-from medaudit.federated._accounting import FederatedPrivacy, client_level_epsilon
+from medaudit.federated._accounting import (
+    FederatedPrivacy,
+    SampleLevelPrivacy,
+    client_level_epsilon,
+)
 from medaudit.federated._audit import SETTINGS, SPEC, audit
 from medaudit.federated._client import make_client_app
 from medaudit.federated._federate import FederationResult, concat_cohorts, federate
@@ -35,7 +39,7 @@ from medaudit.federated._section import (
     federated_section,
 )
 from medaudit.federated._server import Arm, make_server_app
-from medaudit.federated._settings import BAD_SITE_POLICIES, ClientDP, FederatedSettings
+from medaudit.federated._settings import BAD_SITE_POLICIES, ClientDP, FederatedSettings, SampleDP
 from medaudit.federated._simulation import (
     FL_INSTALL_HINT,
     check_sites,
@@ -91,6 +95,8 @@ __all__ = [
     "FederationResult",
     "InjectedFault",
     "RoundRecord",
+    "SampleDP",
+    "SampleLevelPrivacy",
     "RoundRecorder",
     "SiteData",
     "SiteInfo",

@@ -15,13 +15,13 @@ or its privacy-loss-distribution accountant (tighter).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from medaudit._errors import param_error
 
-__all__ = ["FederatedPrivacy", "client_level_epsilon"]
+__all__ = ["FederatedPrivacy", "SampleLevelPrivacy", "client_level_epsilon"]
 
 
 def client_level_epsilon(
@@ -151,4 +151,92 @@ class FederatedPrivacy:
             "clipping": self.clipping,
             "effective_noise": list(self.effective_noise),
             "epsilon_curve": [list(p) for p in self.epsilon_curve],
+        }
+
+
+@dataclass(frozen=True)
+class SampleLevelPrivacy:
+    """The privacy ledger of a federated run with sample-level DP (DP-SGD at every site).
+
+    Each site's local training in each round is DP-SGD on its own data (Poisson
+    sampling at rate ``q``, noise multiplier σ); the updates it sends over the rounds
+    compose, so its ε counts all its DP-SGD steps of the run, through
+    :func:`medaudit.privacy.compute_epsilon` (Opacus's accountant). A reply the server
+    never read (a site that failed or timed out) released nothing and costs nothing.
+
+    Attributes
+    ----------
+    epsilon : float
+        The largest ε over the sites (the guarantee for any one image of any site).
+    delta, noise_multiplier, max_grad_norm : float
+    accountant : {"rdp", "prv"}
+    sites : mapping of str to dict
+        Site → ``epsilon``, ``sample_rate``, ``steps``, ``rounds`` (updates sent).
+    """
+
+    epsilon: float
+    delta: float
+    noise_multiplier: float
+    max_grad_norm: float
+    accountant: str
+    sites: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def compute(
+        cls,
+        site_steps: Mapping[str, Sequence[tuple[float, int]]],
+        *,
+        noise_multiplier: float,
+        max_grad_norm: float,
+        delta: float,
+        accountant: str = "rdp",
+    ) -> SampleLevelPrivacy:
+        """Account each site's ``(sample_rate, steps)`` of every round it sent an update."""
+        from medaudit.privacy import compute_epsilon
+
+        sites: dict[str, dict[str, Any]] = {}
+        for name, history in site_steps.items():
+            rates = {round(float(q), 12) for q, _ in history}
+            if len(rates) > 1:  # a site's training set does not change between rounds
+                raise param_error("site_steps", "SampleLevelPrivacy.compute", "one rate", rates)
+            q = rates.pop() if rates else 0.0
+            steps = int(sum(int(k) for _, k in history))
+            eps = (
+                compute_epsilon(
+                    noise_multiplier=noise_multiplier,
+                    sample_rate=q,
+                    steps=steps,
+                    delta=delta,
+                    accountant=accountant,
+                )
+                if steps
+                else 0.0
+            )
+            sites[name] = {"epsilon": eps, "sample_rate": q, "steps": steps, "rounds": len(history)}
+        return cls(
+            epsilon=max((v["epsilon"] for v in sites.values()), default=0.0),
+            delta=float(delta),
+            noise_multiplier=float(noise_multiplier),
+            max_grad_norm=float(max_grad_norm),
+            accountant=accountant,
+            sites=sites,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``privacy`` record: medaudit's ledger keys, ``level = "sample"``.
+
+        ``sample_rate`` and ``steps`` are those of the site with the largest ε.
+        """
+        worst = max(self.sites.values(), key=lambda v: v["epsilon"], default={})
+        return {
+            "level": "sample",
+            "unit": "image",
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "noise_multiplier": self.noise_multiplier,
+            "sample_rate": float(worst.get("sample_rate", 0.0)),
+            "steps": int(worst.get("steps", 0)),
+            "accountant": f"opacus.{self.accountant}",
+            "max_grad_norm": self.max_grad_norm,
+            "sites": {k: dict(v) for k, v in self.sites.items()},
         }

@@ -9,7 +9,9 @@ message type                what the site does (on its own data only)
                             global normalisation), the attribute columns it can audit
 ``train``                   trains the global model for ``local-epochs`` through
                             :func:`medaudit.models.local_update` (FedProx's proximal
-                            term as a training-loop hook); replies with its weights
+                            term as a training-loop hook), or with DP-SGD through
+                            :func:`medaudit.privacy.train_private` (sample-level DP,
+                            its steps reported for the ledger); replies with its weights
 ``evaluate``                AUROC and loss of the global model on its test split
 ``query.site_report``       the final model's AUROC with a patient-bootstrap CI, (once)
                             a local-only model trained for the same epochs, and the
@@ -175,21 +177,22 @@ def make_client_app(
 
         hooks = TrainHooks(extra_losses=(_proximal_term(model, mu),)) if mu > 0 else None
         cohort = flipped(site.train) if plan.poisoned(site.name, arm) else site.train
-        up = local_update(
-            model,
-            cohort,
-            epochs=int(config["local-epochs"]),
-            hooks=hooks,
-            **_train_options(config, site, 1000 * rnd),
-        )
-        weight = 1 if bool(config.get("uniform-weights", False)) else up.n_examples
-        metrics: dict[str, Any] = {
-            "num-examples": weight,
-            "train-loss": float(up.train_loss),
-            "steps": int(up.steps),
-            "n-train": int(up.n_examples),
-        }
-        return reply(msg, {"arrays": state_to_arrays(up.state), "metrics": MetricRecord(metrics)})
+        options = _train_options(config, site, 1000 * rnd)
+        if float(config.get("sample-dp-noise", 0.0)) > 0:
+            state, metrics = _private_update(model, cohort, config, options)
+        else:
+            up = local_update(
+                model, cohort, epochs=int(config["local-epochs"]), hooks=hooks, **options
+            )
+            state = up.state
+            metrics = {
+                "train-loss": float(up.train_loss),
+                "steps": int(up.steps),
+                "n-train": int(up.n_examples),
+            }
+        n = int(metrics["n-train"])
+        metrics["num-examples"] = 1 if bool(config.get("uniform-weights", False)) else n
+        return reply(msg, {"arrays": state_to_arrays(state), "metrics": MetricRecord(metrics)})
 
     @app.train()
     def train(msg: Any, context: Any) -> Any:
@@ -267,6 +270,36 @@ def make_client_app(
         return reply(msg, {"moments": arrays, "moments-config": meta})
 
     return app
+
+
+def _private_update(
+    model: nn.Module, cohort: Any, config: Any, options: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One round of DP-SGD on the site's data (medaudit.privacy); its steps for the ledger."""
+    from medaudit.privacy import train_private
+
+    res = train_private(
+        model,
+        cohort,
+        None,
+        noise_multiplier=float(config["sample-dp-noise"]),
+        target_delta=float(config["sample-dp-delta"]),
+        epochs=int(config["local-epochs"]),
+        max_grad_norm=float(config["sample-dp-clip"]),
+        accountant=str(config["sample-dp-accountant"]),
+        patience=None,
+        **options,
+    )
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}  # trained in place
+    loss = res.training.history["train_loss"]
+    metrics = {
+        "train-loss": float(loss.iloc[-1]) if len(loss) else float("nan"),
+        "steps": int(res.ledger.steps),
+        "n-train": len(cohort),
+        "dp-steps": int(res.ledger.steps),
+        "dp-sample-rate": float(res.ledger.sample_rate),
+    }
+    return state, metrics
 
 
 def _describe(site: SiteData) -> dict[str, Any]:

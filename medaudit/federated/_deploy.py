@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from medaudit._errors import InvalidInputError
-from medaudit.federated._settings import ClientDP, FederatedSettings
+from medaudit.federated._settings import ClientDP, FederatedSettings, SampleDP
 from medaudit.federated._sites import SiteData, prepare_site
 
 __all__ = [
@@ -97,6 +97,7 @@ def settings_from_run_config(run: Mapping[str, Any]) -> FederatedSettings:
     """The run's settings from the app's run config (``[tool.flwr.app.config]``)."""
     noise = float(run.get("client-dp-noise", 0.0))
     noise_audit = float(run.get("audit-noise", 0.0))
+    sample_noise = float(run.get("sample-dp-noise", 0.0))
     size = int(run.get("image-size", 0))
     strategies = [s.strip() for s in str(run.get("strategy", "fedavg")).split(",") if s.strip()]
     return FederatedSettings(
@@ -123,6 +124,13 @@ def settings_from_run_config(run: Mapping[str, Any]) -> FederatedSettings:
             delta=float(run.get("client-dp-delta", 1e-5)),
         )
         if noise > 0
+        else None,
+        sample_dp=SampleDP(
+            sample_noise,
+            float(run.get("sample-dp-clip", 1.0)),
+            delta=float(run.get("sample-dp-delta", 1e-5)),
+        )
+        if sample_noise > 0
         else None,
         seed=int(run.get("seed", 0)),
     )

@@ -206,7 +206,7 @@ def _report_meta(
 
     y = cohort.labels
     primary = run.strategies[0] if run.strategies else None
-    privacy = primary.privacy.to_dict() if primary and primary.privacy else None
+    privacy = primary.privacy_record() if primary else None
     return {
         "title": title,
         "created": utc_now(),
@@ -406,8 +406,9 @@ def _save(model: nn.Module, run: FederatedRun, cohort: Cohort, path: Path) -> Pa
         },
         "seed": run.settings.seed,
     }
-    if primary.privacy is not None:
-        extra["privacy"] = primary.privacy.to_dict()
+    privacy = primary.privacy_record()
+    if privacy is not None:
+        extra["privacy"] = privacy
     return save_checkpoint(
         model,
         path,

@@ -79,6 +79,9 @@ CHECKS: dict[str, Threshold] = {
     "federated.client_dp_epsilon": Threshold(
         "<=", 10.0, "info", help="Client-level DP epsilon spent over the rounds"
     ),
+    "federated.sample_dp_epsilon": Threshold(
+        "<=", 10.0, "info", help="Sample-level DP epsilon of the worst site over the rounds"
+    ),
 }
 
 REFERENCES = [
@@ -370,6 +373,17 @@ def _training_checks(
                 f"Client-level DP ε at δ = {primary.privacy.delta:g} over "
                 f"{primary.privacy.steps} released rounds",
                 primary.privacy.epsilon,
+            )
+        )
+    sp = primary.sample_privacy
+    if sp is not None:
+        worst = max(sp.sites, key=lambda k: sp.sites[k]["epsilon"], default="")
+        checks.append(
+            policy.judge(
+                "federated.sample_dp_epsilon",
+                f"Sample-level DP ε at δ = {sp.delta:g} (DP-SGD at every site; largest: "
+                f"{worst}, {sp.sites[worst]['steps'] if worst else 0} steps)",
+                sp.epsilon,
             )
         )
     return checks

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medaudit.federated._accounting import FederatedPrivacy
+from medaudit.federated._accounting import FederatedPrivacy, SampleLevelPrivacy
 from medaudit.federated._records import (
     arrays_to_state,
     moments_from_records,
@@ -253,6 +254,19 @@ def run_server(
     return _Run(plan, grid, on_round, on_stage).execute()
 
 
+def _sample_dp_config(s: FederatedSettings) -> dict[str, Any]:
+    """The sites' DP-SGD settings (``sample-dp-noise`` 0: no sample-level DP)."""
+    dp = s.sample_dp
+    if dp is None:
+        return {"sample-dp-noise": 0.0}
+    return {
+        "sample-dp-noise": dp.noise_multiplier,
+        "sample-dp-clip": dp.max_grad_norm,
+        "sample-dp-delta": dp.delta,
+        "sample-dp-accountant": dp.accountant,
+    }
+
+
 class _Run:
     """One execution of the server app's main, split into short steps."""
 
@@ -316,6 +330,7 @@ class _Run:
                 "local-epochs": s.local_epochs,
                 "torch-threads": self.plan.torch_threads,
                 "uniform-weights": s.client_dp is not None,
+                **_sample_dp_config(s),
                 **extra,
             }
         )
@@ -477,7 +492,7 @@ class _Run:
                 accountant=dp.accountant,
                 clipping=dp.clipping,
             )
-        return self._finish(
+        out = self._finish(
             arm,
             final,
             tuple(rec.rounds),
@@ -488,6 +503,21 @@ class _Run:
             train_local=self.s.local_baseline and not earlier,
             t0=t0,
         )
+        sdp = self.s.sample_dp
+        if sdp is None:
+            return out
+        steps: dict[str, list[tuple[float, int]]] = {s.name: [] for s in sites}
+        for r in rec.rounds:
+            for site, qk in r.dp_steps.items():
+                steps.setdefault(site, []).append(qk)
+        sample = SampleLevelPrivacy.compute(
+            steps,
+            noise_multiplier=sdp.noise_multiplier,
+            max_grad_norm=sdp.max_grad_norm,
+            delta=sdp.delta,
+            accountant=sdp.accountant,
+        )
+        return dataclasses.replace(out, sample_privacy=sample)
 
     def _finish(
         self,

@@ -15,13 +15,29 @@ from typing import Any
 
 from medaudit._errors import InvalidInputError, param_error
 
-__all__ = ["BAD_SITE_POLICIES", "MSG_DP_NEEDS_FEDAVG", "ClientDP", "FederatedSettings"]
+__all__ = [
+    "BAD_SITE_POLICIES",
+    "MSG_DP_NEEDS_FEDAVG",
+    "MSG_SAMPLE_DP_ARCH",
+    "MSG_SAMPLE_DP_FEDPROX",
+    "ClientDP",
+    "FederatedSettings",
+    "SampleDP",
+]
 
 #: What to do with a site that cannot take part (no positives or no negatives, no data).
 BAD_SITE_POLICIES: tuple[str, ...] = ("skip", "stop")
 MSG_DP_NEEDS_FEDAVG = (
     "Client-level DP needs plain averaging: Flower's DP wrappers bound a site's influence "
     "on the unweighted mean only. Use --strategy fedavg with --client-dp-noise (got {name!r})."
+)
+MSG_SAMPLE_DP_FEDPROX = (
+    "Sample-level DP cannot train with FedProx: DP-SGD clips and noises per-image "
+    "gradients, and the proximal term is not one. Use another strategy with --sample-dp-noise."
+)
+MSG_SAMPLE_DP_ARCH = (
+    "Sample-level DP (DP-SGD) cannot train architecture {arch!r}: {layers}. "
+    "Use --arch small_cnn_gn (GroupNorm instead of BatchNorm)."
 )
 _FUNC = "FederatedSettings"
 
@@ -72,6 +88,47 @@ class ClientDP:
             raise param_error("clipping", func, "'server' or 'client'", self.clipping)
         if self.accountant not in ("rdp", "pld"):
             raise param_error("accountant", func, "'rdp' or 'pld'", self.accountant)
+
+
+@dataclass(frozen=True)
+class SampleDP:
+    """Sample-level differential privacy: DP-SGD in every site's local training.
+
+    Each round every site trains through :func:`medaudit.privacy.train_private`
+    (Opacus: per-image gradients clipped to ``max_grad_norm``, Gaussian noise of
+    ``noise_multiplier * max_grad_norm``, Poisson batches of expected size ``batch_size``),
+    which protects any one image of the site. Its rounds compose: medaudit accounts
+    each site's ε over all its DP-SGD steps of the run (the same sampled Gaussian
+    mechanism), and the run's ε is the largest over the sites.
+
+    Parameters
+    ----------
+    noise_multiplier : float > 0
+    max_grad_norm : float > 0, default 1.0
+    delta : float in (0, 1), default 1e-5
+    accountant : {"rdp", "prv"}, default "rdp"
+        medaudit.privacy's (Opacus's) accountant.
+
+    References
+    ----------
+    .. [1] Abadi M, et al. Deep learning with differential privacy. CCS 2016.
+    """
+
+    noise_multiplier: float
+    max_grad_norm: float = 1.0
+    delta: float = 1e-5
+    accountant: str = "rdp"
+
+    def __post_init__(self) -> None:
+        func = "SampleDP"
+        for name in ("noise_multiplier", "max_grad_norm"):
+            v = getattr(self, name)
+            if not _is_number(v) or not math.isfinite(v) or v <= 0:
+                raise param_error(name, func, "a finite float > 0", v)
+        if not _is_number(self.delta) or not 0 < self.delta < 1:
+            raise param_error("delta", func, "a float in (0, 1)", self.delta)
+        if self.accountant not in ("rdp", "prv"):
+            raise param_error("accountant", func, "'rdp' or 'prv'", self.accountant)
 
 
 @dataclass(frozen=True)
@@ -128,6 +185,9 @@ class FederatedSettings:
         Patient bootstrap resamples behind each site's AUROC interval.
     client_dp : ClientDP, optional
         Client-level differential privacy (only with ``fedavg``).
+    sample_dp : SampleDP, optional
+        Sample-level differential privacy (DP-SGD at every site; not with ``fedprox``,
+        and only for models DP-SGD can train, e.g. ``small_cnn_gn``).
     seed : int >= 0, default 0
     """
 
@@ -152,6 +212,7 @@ class FederatedSettings:
     audit_noise: float | None = None
     n_bootstrap: int = 1000
     client_dp: ClientDP | None = None
+    sample_dp: SampleDP | None = None
     seed: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
@@ -172,6 +233,23 @@ class FederatedSettings:
             raise InvalidInputError(MSG_DP_NEEDS_FEDAVG.format(name=other[0]))
         if not isinstance(self.local_baseline, bool):
             raise param_error("local_baseline", _FUNC, "a bool", self.local_baseline)
+        self._check_sample_dp()
+
+    def _check_sample_dp(self) -> None:
+        if self.sample_dp is None:
+            return
+        if not isinstance(self.sample_dp, SampleDP):
+            raise param_error("sample_dp", _FUNC, "a SampleDP or None", self.sample_dp)
+        if "fedprox" in self.strategies:
+            raise InvalidInputError(MSG_SAMPLE_DP_FEDPROX)
+        from medaudit.models import build_model, list_architectures
+        from medaudit.privacy import incompatible_layers
+
+        if self.arch in list_architectures():  # a model builder of the user's is checked
+            problems = incompatible_layers(build_model(self.arch))  # at its first round
+            if problems:
+                layers = "; ".join(f"{p.name} ({p.layer})" for p in problems)
+                raise InvalidInputError(MSG_SAMPLE_DP_ARCH.format(arch=self.arch, layers=layers))
 
     def _check_ints(self) -> None:
         for name, lo in (
@@ -228,13 +306,18 @@ class FederatedSettings:
         """Inverse of :meth:`to_dict` (unknown keys are an error)."""
         d = dict(d)
         dp = d.pop("client_dp", None)
+        sdp = d.pop("sample_dp", None)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise param_error(unknown[0], "FederatedSettings.from_dict", "a known setting", d)
         if "strategies" in d:
             d["strategies"] = tuple(d["strategies"])
-        return cls(**d, client_dp=ClientDP(**dp) if dp else None)
+        return cls(
+            **d,
+            client_dp=ClientDP(**dp) if dp else None,
+            sample_dp=SampleDP(**sdp) if sdp else None,
+        )
 
 
 def _is_number(v: Any) -> bool:
