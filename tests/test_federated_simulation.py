@@ -57,6 +57,7 @@ def test_four_sites_five_rounds_reach_the_centralised_auroc(one_acquisition, tmp
             "2",
             "--cpus",
             "2",
+            "--no-local-baseline",  # the local-only comparison is the next tests' subject
             "--out",
             str(out),
             "--no-progress",
@@ -89,6 +90,13 @@ def _sized_partition(cohort, shares, seed=0):
 def test_crash_timeout_and_poisoning_leave_the_run_going_and_robust_strategies_hold(
     one_acquisition,
 ):
+    """One run, three arms on the same four sites (the first holds 40% of the patients).
+
+    ``fedavg_faults``: site_2 crashes in round 2 and site_3 sleeps past the round timeout in
+    round 4, and the run goes on. ``*_poisoned``: site_0 trains on flipped labels; FedAvg
+    follows it, FedMedian keeps most of the clean AUROC (measured in-process on this data:
+    clean 0.96, FedAvg poisoned 0.34, FedMedian poisoned 0.83, mean site AUROC).
+    """
     from medaudit.data import load_cohort
     from medaudit.federated import Arm, FaultPlan, FederatedSettings, federate
 
@@ -98,16 +106,20 @@ def test_crash_timeout_and_poisoning_leave_the_run_going_and_robust_strategies_h
         crash={"site_2": 2},
         delay={"site_3": (4, 30.0)},
         flip_labels=("site_0",),
-        arms=poisoned,
+        arms=("fedavg_faults",),
+        poison_arms=poisoned,
     )
-    settings = FederatedSettings(rounds=5, round_timeout=20.0, n_bootstrap=200)
+    # No local-only baselines (not what this test is about): they would double the time.
+    settings = FederatedSettings(
+        rounds=5, round_timeout=20.0, n_bootstrap=100, local_baseline=False
+    )
     result = federate(
         cohort,
         settings=settings,
         partition=_sized_partition(cohort, [0.4, 0.2, 0.2, 0.2]),
         faults=faults,
         arms=[
-            Arm("fedavg_clean", "fedavg"),
+            Arm("fedavg_faults", "fedavg"),
             Arm("fedavg_poisoned", "fedavg"),
             Arm("fedmedian_poisoned", "fedmedian"),
         ],
@@ -115,19 +127,19 @@ def test_crash_timeout_and_poisoning_leave_the_run_going_and_robust_strategies_h
     )
     sec = result.report.section("federated")
     rounds = sec.tables["rounds"]
+    r = rounds[rounds["arm"] == "fedavg_faults"].set_index("round")
+    assert "site_2: InjectedFault: site 'site_2' crashed" in r.loc[2, "dropped"]
+    assert "site_3: no reply within the round timeout" in r.loc[4, "dropped"]
+    assert r["aggregated"].all()  # three replies still meet min_sites = 2
     for arm in poisoned:
-        r = rounds[rounds["arm"] == arm].set_index("round")
-        assert "site_2: InjectedFault" in r.loc[2, "dropped"], r.loc[2, "dropped"]
-        assert "site_3: no reply within the round timeout" in r.loc[4, "dropped"]
-        assert r["aggregated"].all()  # three replies still meet min_sites = 2
-    clean = rounds[rounds["arm"] == "fedavg_clean"]
-    assert (clean["dropped"] == "").all()
+        assert (rounds.loc[rounds["arm"] == arm, "dropped"] == "").all()
     auc = sec.tables["strategies"].set_index("arm")["auroc_pooled_test"]
-    assert auc["fedavg_clean"] > 0.85
-    assert auc["fedmedian_poisoned"] >= auc["fedavg_clean"] - 0.05, auc.to_dict()
-    assert auc["fedavg_poisoned"] <= auc["fedavg_clean"] - 0.10, auc.to_dict()
+    assert auc["fedavg_faults"] > 0.85, auc.to_dict()
+    assert auc["fedavg_poisoned"] <= auc["fedavg_faults"] - 0.30, auc.to_dict()
+    assert auc["fedmedian_poisoned"] >= auc["fedavg_faults"] - 0.15, auc.to_dict()
+    assert auc["fedmedian_poisoned"] >= auc["fedavg_poisoned"] + 0.25, auc.to_dict()
     drop = {c.id: c for c in sec.checks}["federated.dropouts"]
-    assert drop.status == "pass"  # the first arm (the clean one) lost no site
+    assert drop.status != "pass" and "site_2 (round 2)" in drop.description  # names who dropped
 
 
 def _foreign_manifest(root: Path) -> Path:
@@ -181,3 +193,21 @@ def test_a_manifest_medaudit_did_not_write_gives_the_three_files(tmp_path):
         assert (out / name).is_file()
     sites = _doc(out)["sections"]["federated"]["tables"]["sites"]
     assert sorted(r["site"] for r in sites) == ["east", "north", "south"]
+
+
+def test_the_experiment_script_runs_with_tiny_settings(tmp_path):
+    """Smoke run of experiments/federated/run.py (the committed results use its defaults)."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(
+        "federated_experiment", root / "experiments" / "federated" / "run.py"
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--smoke", "--out", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "results.csv")
+    assert len(table) == 4 and table["auroc_fedavg"].dropna().between(0, 1).all()
+    assert (tmp_path / "report" / "index.html").is_file()
+    assert "FedAvg changed the smallest site" in (tmp_path / "results.md").read_text()

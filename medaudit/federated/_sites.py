@@ -142,6 +142,9 @@ class FaultPlan:
     arms : sequence of str, optional
         Inject the faults only while these arms train (a run with several arms can then
         compare a clean and an attacked federation on the same data); default: always.
+    poison_arms : sequence of str, optional
+        The arms in which ``flip_labels`` applies, when they differ from ``arms`` (crashes
+        in one arm, poisoning in others); default: ``arms``.
 
     Examples
     --------
@@ -154,11 +157,13 @@ class FaultPlan:
     delay: Mapping[str, tuple[int, float]] = field(default_factory=dict)
     flip_labels: tuple[str, ...] = ()
     arms: tuple[str, ...] | None = None
+    poison_arms: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "flip_labels", tuple(self.flip_labels))
-        if self.arms is not None:
-            object.__setattr__(self, "arms", tuple(self.arms))
+        for name in ("arms", "poison_arms"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         for site, rnd in self.crash.items():
             if isinstance(rnd, bool) or not isinstance(rnd, int) or rnd < 1:
                 raise param_error("crash", "FaultPlan", "a mapping site -> round >= 1", site)
@@ -174,6 +179,8 @@ class FaultPlan:
 
     def poisoned(self, site: str, arm: str | None = None) -> bool:
         """Whether ``site`` trains on flipped labels (in ``arm``)."""
+        if self.poison_arms is not None:
+            return site in self.flip_labels and arm in self.poison_arms
         return site in self.flip_labels and self.active(arm)
 
     def before_training(self, site: str, server_round: int, arm: str | None = None) -> None:
@@ -192,6 +199,7 @@ class FaultPlan:
             "delay": {k: list(v) for k, v in self.delay.items()},
             "flip_labels": list(self.flip_labels),
             "arms": None if self.arms is None else list(self.arms),
+            "poison_arms": None if self.poison_arms is None else list(self.poison_arms),
         }
 
 
