@@ -91,3 +91,23 @@ def test_settings_refuse_bad_values_with_the_one_template():
     s = FederatedSettings(strategies="fedavg", client_dp=ClientDP(1.0, 0.5))
     assert s.strategies == ("fedavg",)
     assert FederatedSettings.from_dict(s.to_dict()) == s
+
+
+def test_the_app_run_config_defaults_are_the_settings_defaults_and_carry_dp():
+    """The shipped app's [tool.flwr.app.config] gives FederatedSettings' defaults."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    from medaudit.federated import APP_DIR, SampleDP
+    from medaudit.federated._deploy import settings_from_run_config
+
+    cfg = tomllib.loads((APP_DIR / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    s = settings_from_run_config(cfg)
+    assert s.replace(rounds=5) == FederatedSettings()  # the app runs 3 rounds by default
+    dp = settings_from_run_config(
+        {**cfg, "arch": "small_cnn_gn", "sample-dp-noise": 1.2, "client-dp-noise": 0.8}
+    )
+    assert dp.sample_dp == SampleDP(1.2, 1.0, delta=1e-5)
+    assert dp.client_dp == ClientDP(0.8, 1.0, delta=1e-5)
