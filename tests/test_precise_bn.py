@@ -126,3 +126,37 @@ def test_monitor_is_validated():
         "The 'monitor' parameter of train_model must be one of ('val_loss', 'val_auroc'). "
         "Got 'auroc' instead."
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_learnable_synthetic_task_gives_validation_ece_at_most_005(seed):
+    # Issue 7 item 6: the model train_model hands out is calibrated enough to audit. Three
+    # synthetic hospitals at 32x32 (no hard subgroup, no held-out site), 12 epochs; the kept
+    # epoch's validation ECE was 0.032, 0.022, 0.027 for seeds 0-2 here (the old loop,
+    # PyTorch's running statistics and AUROC selection: up to 0.44 on this kind of task,
+    # experiments/calibration/results.md).
+    from medaudit.data import generate_hospitals
+    from medaudit.stats import expected_calibration_error
+
+    c = generate_hospitals(
+        n_sites=3,
+        patients_per_site=150,
+        image_size=32,
+        hard_subgroup=None,
+        heldout_site=None,
+        split_fractions=(0.5, 0.4, 0.1),
+        seed=seed,
+    )
+    res = train_model(
+        build_model("small_cnn", random_state=seed), c.split("train"), c.split("val"),
+        epochs=12, seed=seed,
+    )  # fmt: skip
+    kept = res.history.set_index("epoch").loc[res.best_epoch]
+    assert kept["val_auroc"] > 0.95
+    assert kept["val_ece"] <= 0.05, res.history
+    # The recorded ECE is the one the returned model gives (eval mode, kept weights).
+    from medaudit.inference import predict
+
+    p = predict(res.model, c.split("val"), mean=res.mean, std=res.std)
+    assert expected_calibration_error(p.labels, p.score) == pytest.approx(kept["val_ece"], abs=1e-4)
