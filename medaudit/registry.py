@@ -57,6 +57,7 @@ AUDIT_MODULES: tuple[str, ...] = (
     "medaudit.privacy",
     "medaudit.attacks.membership",
     "medaudit.robustness",
+    "medaudit.federated",
 )
 
 # What an audit may need beyond the clean predictions, and how a user provides it.
