@@ -53,6 +53,7 @@ AUDIT_MODULES: tuple[str, ...] = (
     "medaudit.integrity",
     "medaudit.performance",
     "medaudit.fairness",
+    "medaudit.shortcuts",
 )
 
 # What an audit may need beyond the clean predictions, and how a user provides it.

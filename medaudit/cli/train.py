@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from medaudit._errors import InvalidInputError
-from medaudit.cli._common import require_file
+from medaudit.cli._common import parse_list, require_file
 from medaudit.cli.app import app
 
 __all__ = ["train", "train_checkpoint"]
@@ -26,9 +26,13 @@ def train_checkpoint(
     seed: int = 0,
     device: str = "cpu",
     progress: bool = False,
+    disentangle: list[str] | None = None,
+    disentangle_weight: float = 1.0,
 ) -> dict[str, float]:
     """Train on ``data`` (its train/val splits, or a patient split) and save to ``out``.
 
+    ``disentangle`` names attribute columns to train out of the features (adversaries
+    behind a gradient-reversal layer, :func:`medaudit.shortcuts.disentangle_hooks`).
     Returns the best epoch, its validation AUROC and ECE.
     """
     from medaudit.data import load_cohort, patient_split
@@ -50,6 +54,19 @@ def train_checkpoint(
     size = image_size or h
     mean, std = compute_normalization(train)
     model = build_model(arch, in_channels=c, num_classes=cohort.num_classes, random_state=seed)
+    hooks, extra = None, None
+    if disentangle:  # adversaries remove these attributes from the features (issue 12)
+        from medaudit.shortcuts import disentangle_hooks
+
+        hooks = disentangle_hooks(
+            model,
+            train,
+            disentangle,
+            weight=disentangle_weight,
+            epochs=epochs,
+            batch_size=batch_size,
+        ).hooks
+        extra = {"disentangled": list(disentangle), "disentangle_weight": disentangle_weight}
     result = train_model(
         model,
         train,
@@ -64,6 +81,7 @@ def train_checkpoint(
         std=std,
         device=device,
         progress=progress,
+        hooks=hooks,
     )
     save_checkpoint(
         result.model,
@@ -75,6 +93,7 @@ def train_checkpoint(
         class_names=list(cohort.class_names),
         mean=mean,
         std=std,
+        extra=extra,
     )
     best = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0]
     return {
@@ -102,6 +121,13 @@ def train(
         str, typer.Option(help="auto (CUDA when present), cpu, cuda or mps.")
     ] = "cpu",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    disentangle: Annotated[
+        str | None,
+        typer.Option(help="Attribute columns to train out of the features (e.g. site,sex)."),
+    ] = None,
+    disentangle_weight: Annotated[
+        float, typer.Option(min=0.0, help="Final gradient-reversal strength (lambda).")
+    ] = 1.0,
 ) -> int:
     """Train a model; uses the manifest's train/val splits or makes a patient-grouped split."""
     res = train_checkpoint(
@@ -115,6 +141,8 @@ def train(
         seed=seed,
         device=device,
         progress=progress,
+        disentangle=parse_list(disentangle),
+        disentangle_weight=disentangle_weight,
     )
     typer.echo(
         f"Saved {out} (best epoch {res['best_epoch']:.0f}, "
