@@ -252,8 +252,9 @@ def _insurance_like(seed, *, beyond):
     if beyond:
         feats[:, -1] += 1.5 * attr[pid]
     meta = pd.DataFrame({"site": site[pid].astype(str), "age": age[pid]})
-    ctl = np.column_stack([pd.get_dummies(meta["site"], dtype=float).to_numpy()[:, 1:],
-                           (meta["age"] - 55) / 15])  # fmt: skip
+    ctl = np.column_stack(
+        [pd.get_dummies(meta["site"], dtype=float).to_numpy()[:, 1:], (meta["age"] - 55) / 15]
+    )
     return feats, attr[pid], pid, ctl, meta["site"].to_numpy()
 
 

@@ -62,9 +62,13 @@ def train_checkpoint(
             model,
             train,
             disentangle,
+            mean=mean,
+            std=std,
             weight=disentangle_weight,
             epochs=epochs,
             batch_size=batch_size,
+            image_size=size,
+            seed=seed,
         ).hooks
         extra = {"disentangled": list(disentangle), "disentangle_weight": disentangle_weight}
     result = train_model(

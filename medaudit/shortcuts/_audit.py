@@ -65,7 +65,7 @@ SETTINGS: tuple[Setting, ...] = (
         "int",
         minimum=2,
         maximum=20,
-    ),  # fmt: skip
+    ),
     Setting(
         "probe_resamples",
         50,
@@ -73,7 +73,7 @@ SETTINGS: tuple[Setting, ...] = (
         "int",
         minimum=2,
         maximum=2000,
-    ),  # fmt: skip
+    ),
     Setting(
         "control_columns",
         [],
@@ -86,13 +86,13 @@ SETTINGS: tuple[Setting, ...] = (
         "site",
         "Confounder whose strata the probes are also evaluated within.",
         "str",
-    ),  # fmt: skip
+    ),
     Setting(
         "match_on",
         ["age"],
         "Columns matched across groups (with the label) before comparing their performance.",
         "list",
-    ),  # fmt: skip
+    ),
     Setting(
         "n_modes",
         4,
@@ -100,24 +100,22 @@ SETTINGS: tuple[Setting, ...] = (
         "int",
         minimum=1,
         maximum=32,
-    ),  # fmt: skip
+    ),
     Setting(
         "p_adjust",
         "holm",
         "Multiple-testing correction of the KS tests.",
         "str",
         choices=("holm", "bh", "none"),
-    ),  # fmt: skip
+    ),
     Setting(
         "occlusion_images",
         24,
         "Images (class-balanced) behind the occlusion maps; 0 switches them off.",
         "int",
         minimum=0,
-    ),  # fmt: skip
-    Setting(
-        "occlusion_grid", 4, "Occlusion windows per image side.", "int", minimum=2, maximum=16
-    ),  # fmt: skip
+    ),
+    Setting("occlusion_grid", 4, "Occlusion windows per image side.", "int", minimum=2, maximum=16),
     Setting(
         "border_band",
         0.125,
@@ -125,7 +123,7 @@ SETTINGS: tuple[Setting, ...] = (
         "float",
         minimum=0.01,
         maximum=0.45,
-    ),  # fmt: skip
+    ),
     Setting(
         "per_image_maps",
         0,
@@ -133,14 +131,14 @@ SETTINGS: tuple[Setting, ...] = (
         "int",
         minimum=0,
         maximum=25,
-    ),  # fmt: skip
+    ),
     Setting(
         "counterfactual_images",
         128,
         "Images whose marker region is swapped; 0 switches the swap off.",
         "int",
         minimum=0,
-    ),  # fmt: skip
+    ),
     Setting(
         "decision_threshold",
         0.5,
@@ -149,10 +147,8 @@ SETTINGS: tuple[Setting, ...] = (
         "float",
         minimum=0.0,
         maximum=1.0,
-    ),  # fmt: skip
-    Setting(
-        "max_levels", 10, "Attributes with more values are not examined.", "int", minimum=2
-    ),  # fmt: skip
+    ),
+    Setting("max_levels", 10, "Attributes with more values are not examined.", "int", minimum=2),
 )
 
 

@@ -251,13 +251,31 @@ def _alignment_rows(found: ShortcutFindings, conf: float) -> pd.DataFrame:
         if al is None:
             continue
         for half, n, pos, neg, a, b in (
-            ("aligned", al.n_aligned, al.pos_aligned, al.neg_aligned, al.auroc_aligned,
-             al.bacc_aligned),
-            ("conflicting", al.n_conflicting, al.pos_conflicting, al.neg_conflicting,
-             al.auroc_conflicting, al.bacc_conflicting),
-            ("aligned - conflicting", al.n_aligned + al.n_conflicting, None, None,
-             al.auroc_gap, al.bacc_gap),
-        ):  # fmt: skip
+            (
+                "aligned",
+                al.n_aligned,
+                al.pos_aligned,
+                al.neg_aligned,
+                al.auroc_aligned,
+                al.bacc_aligned,
+            ),
+            (
+                "conflicting",
+                al.n_conflicting,
+                al.pos_conflicting,
+                al.neg_conflicting,
+                al.auroc_conflicting,
+                al.bacc_conflicting,
+            ),
+            (
+                "aligned - conflicting",
+                al.n_aligned + al.n_conflicting,
+                None,
+                None,
+                al.auroc_gap,
+                al.bacc_gap,
+            ),
+        ):
             (a_lo, a_hi), (b_lo, b_hi) = a.ci(conf), b.ci(conf)
             rows.append(
                 {
