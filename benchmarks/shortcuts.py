@@ -48,7 +48,11 @@ def main() -> None:
     mean, std = compute_normalization(train)
     model = build_model(s.arch, random_state=0)
     train_model(model, train, val, epochs=args.epochs, batch_size=s.batch_size, mean=mean, std=std)
-    policy = Policy.from_mapping({"settings": {"n_bootstrap": s.n_bootstrap}})
+    # As `medaudit demo` runs it: the planted marker is examined too.
+    attrs = ["site", "marker", "sex", "age_group", "insurance"]
+    policy = Policy.from_mapping(
+        {"settings": {"n_bootstrap": s.n_bootstrap, "shortcuts": {"attributes": attrs}}}
+    )
     spec = get_audit("shortcuts")
     info = {"arch": s.arch, "image_size": s.image_size, "in_channels": 1, "mean": mean, "std": std}
 

@@ -58,12 +58,14 @@ def config(smoke: bool) -> dict:
             "epochs": 1,
             "resamples": 5,
         }
+    # 20 epochs for both models: the adversary needs the steps (12 left the site probe at
+    # 0.65-0.71 in trial runs), and the baseline gets the same budget.
     return {
         "strengths": [0.0, 0.5, 0.9],
-        "seeds": [0, 1, 2],
+        "seeds": [0, 1],
         "patients": 150,
         "size": 32,
-        "epochs": 12,
+        "epochs": 20,
         "resamples": 30,
     }
 
@@ -77,25 +79,17 @@ def one_run(strength: float, seed: int, cfg: dict, out: Path, *, keep_report: bo
         hard_contrast_factor=0.35,
         seed=seed,
     )
-    train, val = c.split("train"), c.split("val")
+    train = c.split("train")
     audited = c.subset(
         c.meta["split"].isin(["test", "external"]).to_numpy(), name="test split + held-out site"
     )
     mean, std = compute_normalization(train)
-    kw = {
-        "epochs": cfg["epochs"],
-        "batch_size": 32,
-        "seed": seed,
-        "mean": mean,
-        "std": std,
-        "patience": None,
-    }
+    # Fixed epochs, last weights for both models (no selection on validation AUROC).
+    kw = {"epochs": cfg["epochs"], "batch_size": 32, "seed": seed, "mean": mean, "std": std}
     models = {
-        "baseline": train_model(
-            build_model("small_cnn", random_state=seed), train, val, **kw
-        ).model,
+        "baseline": train_model(build_model("small_cnn", random_state=seed), train, **kw).model,
         "disentangled (site)": train_disentangled(
-            build_model("small_cnn", random_state=seed), train, val, attributes="site", **kw
+            build_model("small_cnn", random_state=seed), train, attributes="site", **kw
         ).result.model,
     }
     info = {
@@ -138,6 +132,14 @@ def one_run(strength: float, seed: int, cfg: dict, out: Path, *, keep_report: bo
         if keep_report and name != "baseline":
             rep.save(out)
     baseline_ckpt.unlink(missing_ok=True)
+    return rows
+
+
+def _run_job(job: tuple) -> list[dict]:
+    s, seed, cfg, out, keep = job
+    t0 = time.perf_counter()
+    rows = one_run(s, seed, cfg, out, keep_report=keep)
+    print(f"strength {s} seed {seed} done ({time.perf_counter() - t0:.0f} s)", flush=True)
     return rows
 
 
@@ -194,17 +196,23 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("reports/shortcuts"))
     ap.add_argument("--smoke", action="store_true", help="Tiny settings (CI smoke run).")
+    ap.add_argument("--jobs", type=int, default=1, help="Runs in parallel (one thread each).")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     cfg = config(args.smoke)
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    rows = []
-    for s in cfg["strengths"]:
-        for seed in cfg["seeds"]:
-            keep = s == max(cfg["strengths"]) and seed == cfg["seeds"][0]
-            rows += one_run(s, seed, cfg, args.out, keep_report=keep)
-            print(f"strength {s} seed {seed} done ({time.perf_counter() - t0:.0f} s)", flush=True)
+    runs = [(s, seed) for s in cfg["strengths"] for seed in cfg["seeds"]]
+    keep = (max(cfg["strengths"]), cfg["seeds"][0])
+    jobs = [(s, seed, cfg, args.out, (s, seed) == keep) for s, seed in runs]
+    if args.jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.jobs, initializer=torch.set_num_threads, initargs=(1,)) as ex:
+            results = list(ex.map(_run_job, jobs))
+    else:
+        results = [_run_job(j) for j in jobs]
+    rows = [r for res in results for r in res]
     df = pd.DataFrame(rows)
     df.to_csv(args.out / "results.csv", index=False)
     (args.out / "results.md").write_text(markdown(df))

@@ -27,7 +27,7 @@ def train_checkpoint(
     device: str = "cpu",
     progress: bool = False,
     disentangle: list[str] | None = None,
-    disentangle_weight: float = 1.0,
+    disentangle_weight: float = 0.1,
 ) -> dict[str, float]:
     """Train on ``data`` (its train/val splits, or a patient split) and save to ``out``.
 
@@ -131,7 +131,7 @@ def train(
     ] = None,
     disentangle_weight: Annotated[
         float, typer.Option(min=0.0, help="Final gradient-reversal strength (lambda).")
-    ] = 1.0,
+    ] = 0.1,
 ) -> int:
     """Train a model; uses the manifest's train/val splits or makes a patient-grouped split."""
     res = train_checkpoint(

@@ -337,7 +337,7 @@ def disentangle_hooks(
     *,
     mean: Sequence[float] | float,
     std: Sequence[float] | float,
-    weight: float = 1.0,
+    weight: float = 0.1,
     total_steps: int | None = None,
     epochs: int | None = None,
     batch_size: int = 64,
@@ -362,8 +362,11 @@ def disentangle_hooks(
         values are split at their median.
     mean, std : float or sequence of float
         The normalisation ``train_model`` applies (pass the same values to it).
-    weight : float, default 1.0
-        Final strength of the gradient reversal (lambda).
+    weight : float, default 0.1
+        Final strength of the gradient reversal (lambda). The adversary's loss is a
+        squared error on standardised features, so its scale differs from DANN's
+        cross-entropy: on the synthetic hospitals 0.1 removed the site (probe AUROC 0.99
+        to 0.64) at no cost in task AUROC, while 0.5 and more removed less and cost more.
     total_steps : int, optional
         Steps over which lambda rises; default ``epochs`` times the steps per epoch.
     epochs : int, optional
@@ -480,7 +483,7 @@ def train_disentangled(
     val: Any = None,
     *,
     attributes: Sequence[str] | str = ("site",),
-    weight: float = 1.0,
+    weight: float = 0.1,
     reference: int = 96,
     feature_layer: str | None = None,
     **train_kwargs: Any,

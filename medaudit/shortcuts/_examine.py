@@ -45,8 +45,10 @@ from medaudit.shortcuts._usage import (
 
 __all__ = ["AttributeFindings", "ShortcutFindings", "ShortcutSettings", "examine"]
 
-# Images loaded once for region estimation, counterfactual partners and occlusion.
+# Images loaded once for region estimation, counterfactual partners and occlusion: at
+# most this many, and at most this many bytes (512 of 64 x 64, 106 of 224 x 224 x 3).
 SAMPLE_IMAGES = 512
+SAMPLE_BYTES = 64 * 1024**2
 # Aggregate maps over fewer images than this are not shown (they would show patients).
 MIN_IMAGES_PER_MAP = 5
 
@@ -349,9 +351,13 @@ def _image_sample(ctx: Any, cfg: ShortcutSettings, seed: int) -> _Sample | None:
     if ctx.model is None or (cfg.occlusion_images == 0 and cfg.counterfactual_images == 0):
         return None
     n = len(ctx.cohort)
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.permutation(n)[: min(n, SAMPLE_IMAGES)])
     info = ctx.model_info
+    c, h, w = ctx.cohort.image_shape
+    side = info.get("image_size")
+    per_image = 4 * (info.get("in_channels") or c) * (side or h) * (side or w)
+    cap = max(32, min(SAMPLE_IMAGES, SAMPLE_BYTES // per_image))
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.permutation(n)[: min(n, cap)])
     images = ctx.cohort.subset(rows).load_all(
         image_size=info.get("image_size"), channels=info.get("in_channels")
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -167,6 +168,22 @@ def _where_words(af: AttributeFindings) -> str:
     )
 
 
+def _gap_words(af: AttributeFindings) -> str:
+    """Which subgroup gaps remain once prevalence and age are matched."""
+    if af.matched is None or not len(af.matched.gaps):
+        return ""
+    g = af.matched.gaps.set_index("metric")
+    left = [
+        f"{m} {g.loc[m, 'gap_matched']:.2f} ({g.loc[m, 'levels_matched']})"
+        for m in g.index
+        if bool(g.loc[m, "remains"])
+    ]
+    if not left:
+        return ""
+    on = ", ".join(af.matched.matched_on)
+    return f"; a gap between its groups remains after matching {on}: " + ", ".join(left)
+
+
 def _verdict(af: AttributeFindings, enc: Check, used: Check, conf: float) -> dict[str, Any]:
     e = _STATUS_WORDS["encoded"][enc.status]
     u = _STATUS_WORDS["used"][used.status]
@@ -204,8 +221,9 @@ def _verdict(af: AttributeFindings, enc: Check, used: Check, conf: float) -> dic
             )
         where = _where_words(af)
         sentence = f"{af.name}: {enc_s}; {use_s}" + (
-            f"; attribution: {where}." if where != "not measured" else "."
+            f"; attribution: {where}" if where != "not measured" else ""
         )
+        sentence += _gap_words(af) + "."
     return {
         "attribute": af.name,
         "encoded": e,
@@ -465,8 +483,24 @@ def _summary(verdicts: list[dict[str, Any]], checks: list[Check]) -> str:
     return "No examined attribute is encoded in the model's features or used as a shortcut."
 
 
+def _compare_words(found: ShortcutFindings) -> list[str]:
+    if found.compare is None or not len(found.compare):
+        return []
+    parts = [
+        f"{r.metric} {r.baseline:.3f} → {r.model:.3f}"
+        for r in found.compare.itertuples()
+        if np.isfinite(r.baseline) and np.isfinite(r.model)
+    ]
+    return [
+        f"Against the baseline {Path(str(found.settings.compare_to)).name}: "
+        + "; ".join(parts)
+        + " (table "
+        "'compare', with the CI of each paired change)."
+    ]
+
+
 def _notes(found: ShortcutFindings) -> list[str]:
-    notes = [
+    notes = _compare_words(found) + [
         f"Directions of association (aligned vs conflicting) come from {found.reference}.",
         "Encoded is informational: a model may see an attribute without using it. A "
         "subgroup whose disease is harder to see lowers AUROC on one half without being a "
