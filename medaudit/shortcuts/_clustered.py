@@ -176,6 +176,12 @@ def auroc_estimate(
     -------
     ClusteredEstimate
         NaN when there is no positive or no negative (weight).
+
+    Examples
+    --------
+    >>> est = auroc_estimate([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], np.array([0, 0, 1, 2]))
+    >>> est.value, est.n_clusters
+    (0.75, 3)
     """
     y = np.asarray(y_true).astype(bool)
     s = np.asarray(y_score, dtype=np.float64)
@@ -221,6 +227,12 @@ def macro_auroc_estimate(
     scores : ndarray of shape (n_samples, L) or (n_samples,) for L = 2
     clusters : ndarray of int of shape (n_samples,)
     n_clusters : int, optional
+
+    Examples
+    --------
+    >>> lv = np.array([0, 1, 2, 0, 1, 2])
+    >>> macro_auroc_estimate(lv, np.eye(3)[lv], np.arange(6)).value
+    1.0
     """
     lv = np.asarray(levels)
     sc = np.asarray(scores, dtype=np.float64)
@@ -262,6 +274,14 @@ def stratified_auroc_estimate(
     pairs; then the unweighted mean over levels. A score that separates the levels only
     because it tells the strata apart (an attribute encoded through the site) falls to
     chance here.
+
+    Examples
+    --------
+    >>> lv = np.array([0, 1, 0, 1])
+    >>> strata = np.array([0, 0, 1, 1])
+    >>> round(stratified_auroc_estimate(lv, np.array([0.1, 0.2, 0.8, 0.9]), np.arange(4),
+    ...                                 strata).value, 3)
+    1.0
     """
     lv = np.asarray(levels)
     sc = np.asarray(scores, dtype=np.float64)
@@ -293,7 +313,13 @@ def balanced_accuracy_estimate(
     *,
     n_clusters: int | None = None,
 ) -> ClusteredEstimate:
-    """Balanced accuracy ``(sensitivity + specificity) / 2`` with its cluster influence."""
+    """Balanced accuracy ``(sensitivity + specificity) / 2`` with its cluster influence.
+
+    Examples
+    --------
+    >>> balanced_accuracy_estimate([0, 0, 1, 1], [0, 1, 1, 1], np.arange(4)).value
+    0.75
+    """
     y = np.asarray(y_true).astype(bool)
     d = np.asarray(decision).astype(bool)
     c = np.asarray(clusters, dtype=np.int64)
@@ -320,6 +346,12 @@ def mean_estimate(
     """Mean of ``values`` (a score change, a 0/1 flip indicator) with its cluster influence.
 
     With ``weights``, the weighted mean ``sum(w * v) / sum(w)`` (weights treated as fixed).
+
+    Examples
+    --------
+    >>> est = mean_estimate(np.array([1.0, 1.0, 0.0, 0.0]), np.array([0, 0, 1, 1]))
+    >>> est.value, est.n_clusters
+    (0.5, 2)
     """
     v = np.asarray(values, dtype=np.float64)
     c = np.asarray(clusters, dtype=np.int64)

@@ -143,7 +143,17 @@ def matched_gaps(
     min_count: int = 5,
     confidence: float = 0.95,
 ) -> MatchedGaps:
-    """Per-level AUROC and sensitivity before and after matching the label/age mix."""
+    """Per-level AUROC and sensitivity before and after matching the label/age mix.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.integers(0, 2, 400); lv = rng.integers(0, 2, 400)
+    >>> s = y + rng.normal(0, 1, 400)
+    >>> res = matched_gaps(y, s, lv, ["a", "b"], np.arange(400), y.astype(str), matched_on=[])
+    >>> res.table["level"].tolist(), bool(res.gaps.set_index("metric").loc["auroc", "remains"])
+    (['a', 'b'], False)
+    """
     y = np.asarray(labels) > 0
     s = np.asarray(score, dtype=np.float64)
     lv = np.asarray(levels)
@@ -267,6 +277,14 @@ def ks_tests(
     DataFrame
         ``variable``, ``level``, ``n_level``, ``n_rest``, ``ks``, ``p_value``,
         ``p_adjusted``, ``differs`` (adjusted p < 0.05).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> lv = np.repeat([0, 1], 50)
+    >>> v = rng.normal(size=100) + 2.0 * lv
+    >>> ks_tests({"mode 1": v}, lv, ["a", "b"])[["level", "differs"]].values.tolist()
+    [['b', True]]
     """
     from scipy.stats import ks_2samp
 

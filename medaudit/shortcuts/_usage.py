@@ -279,6 +279,14 @@ def estimate_region(images: np.ndarray, present: np.ndarray) -> Region | None:
     ----------
     images : ndarray of shape (n, C, H, W)
     present : ndarray of bool of shape (n,)
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> imgs = rng.normal(0.4, 0.05, (100, 1, 16, 16)); flag = np.arange(100) < 50
+    >>> imgs[flag, :, 0:2, 12:16] = 0.95
+    >>> str(estimate_region(imgs, flag))
+    '0.75,0,1,0.125'
     """
     a = images[present].mean(axis=1)
     b = images[~present].mean(axis=1)
