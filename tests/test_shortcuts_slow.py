@@ -234,3 +234,23 @@ def test_disentangling_site_removes_it_without_costing_the_task():
     assert d_site <= 0.65, (b_site, d_site)
     assert d_task >= b_task - 0.03, (b_task, d_task)
     assert d_ext >= b_ext, (b_ext, d_ext)
+
+
+# ----------------------------------------------------------------- experiment smoke
+def test_experiment_smoke_run_writes_its_table_and_report(tmp_path):
+    import importlib.util
+
+    from medaudit.report import validate_audit_json
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "shortcuts" / "run.py"
+    spec = importlib.util.spec_from_file_location("shortcut_experiment", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--smoke", "--out", str(tmp_path)]) == 0
+    df = pd.read_csv(tmp_path / "results.csv")
+    assert list(df["model"]) == ["baseline", "disentangled (site)"]
+    assert {"probe_site", "probe_insurance", "marker_used", "sex_auroc_gap"} <= set(df.columns)
+    doc = json.loads((tmp_path / "audit.json").read_text())
+    validate_audit_json(doc)
+    assert "compare" in doc["sections"]["shortcuts"]["tables"]
+    assert (tmp_path / "index.html").is_file() and (tmp_path / "results.md").is_file()
