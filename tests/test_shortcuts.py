@@ -40,6 +40,7 @@ from medaudit.shortcuts import (
     train_disentangled,
 )
 from medaudit.shortcuts._disentangle import MSG_SINGLE_LEVEL, LeastSquaresAdversary
+from medaudit.shortcuts._examine import ASSOCIATION_ALPHA, MSG_NOT_ASSOCIATED
 from medaudit.shortcuts._occlusion import occlusion_windows
 from medaudit.shortcuts._usage import MSG_REGION, Region
 
@@ -344,11 +345,20 @@ def test_audit_section_tables_maps_and_json(hospitals, tmp_path):
     assert {
         "verdicts",
         "probes",
-        "aligned_conflicting",
         "occlusion",
         "matched_gaps",
         "ks_tests",
     } <= set(sec.tables)
+    # None of the default attributes is tied to the label here: no aligned/conflicting
+    # split is made, and "used" passes on that evidence, saying why.
+    assert "aligned_conflicting" not in sec.tables
+    for c in sec.checks:
+        if c.id.endswith(".used"):
+            attr = c.id.split(".")[1]
+            assert c.status == "pass" and c.value is None, c
+            assert c.reason == MSG_NOT_ASSOCIATED.format(
+                name=attr, ref="the audited data", alpha=ASSOCIATION_ALPHA
+            )
     assert list(sec.tables["verdicts"]["attribute"]) == ["site", "sex", "age_group", "insurance"]
     assert "occlusion_maps" in sec.figures and "data:image/png;base64," in (
         sec.figures["occlusion_maps"].svg

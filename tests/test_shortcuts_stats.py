@@ -355,3 +355,31 @@ def test_ks_tests_hold_their_level_on_one_image_per_patient():
         out = ks_tests({"m": val[keep]}, grp[keep], ["a", "b"], p_adjust="none")
         rejections.append(out["p_value"].iat[0] < 0.05)
     assert np.mean(rejections) <= 0.08, np.mean(rejections)
+
+
+# ------------------------------------------------------------ association of a level
+def test_level_direction_association_test_holds_its_level_on_clustered_patients():
+    # No association: patients (1-4 images each, label and level per patient) with a
+    # level independent of the label. A direction is given in about alpha of the runs;
+    # ignoring the clustering would give far more.
+    from medaudit.shortcuts._usage import level_direction
+
+    hits, naive = [], []
+    for seed in range(400):
+        r = np.random.default_rng(seed)
+        pid = np.repeat(np.arange(150), r.integers(1, 5, 150))
+        y, lv = r.random(150)[pid] < 0.4, r.integers(0, 2, 150)[pid]
+        hits.append(level_direction(lv, y, 2, clusters=pid, alpha=0.05).any())
+        naive.append(level_direction(lv, y, 2, alpha=0.05).any())
+    assert 0.02 <= np.mean(hits) <= 0.08, np.mean(hits)
+    assert np.mean(naive) > np.mean(hits) + 0.03  # the clustering matters here
+
+
+def test_level_direction_finds_a_real_association():
+    from medaudit.shortcuts._usage import level_direction
+
+    r = np.random.default_rng(0)
+    pid = np.repeat(np.arange(200), 2)
+    y = (r.random(200) < 0.4)[pid]
+    lv = np.where(r.random(200) < 0.7, y[::2], 1 - y[::2])[pid]  # agrees 70% of the time
+    assert level_direction(lv, y, 2, clusters=pid, alpha=0.01).tolist() == [-1, 1]

@@ -51,6 +51,15 @@ SAMPLE_IMAGES = 512
 SAMPLE_BYTES = 64 * 1024**2
 # Aggregate maps over fewer images than this are not shown (they would show patients).
 MIN_IMAGES_PER_MAP = 5
+# An attribute level takes a direction (aligned / conflicting) only when its prevalence
+# differs from the other levels' at this level (patient-clustered Wald test): without a
+# real association the sign is noise, and a model whose score merely moves with the
+# attribute (a bright token shifting the intensity) would fail half the time.
+ASSOCIATION_ALPHA = 0.01
+MSG_NOT_ASSOCIATED = (
+    "{name} is not associated with the label in {ref} (no level's prevalence differs from "
+    "the others' at p < {alpha}): it cannot act as a shortcut for this label"
+)
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,7 @@ class AttributeFindings:
     difference_map: MapSummary | None = None
     reasons: dict[str, str] = field(default_factory=dict)
     skipped: str = ""
+    unassociated: bool = False
 
 
 @dataclass
@@ -257,9 +267,12 @@ def _examine_attribute(
     # 2. Used: aligned vs conflicting (binary models).
     if preds.is_binary:
         ref = code_attribute(ref_meta, name) if name in ref_meta.columns else None
-        direction = _direction(usable, ref, preds.labels, ref_meta, min_class)
+        direction = _direction(usable, ref, preds.labels, patients, ref_meta, min_class)
         if not np.any(direction):
-            out.reasons["used"] = f"{name} is not associated with the label in {_ref(ctx)}"
+            out.reasons["used"] = MSG_NOT_ASSOCIATED.format(
+                name=name, ref=_ref(ctx), alpha=ASSOCIATION_ALPHA
+            )
+            out.unassociated = True
         else:
             out.alignment = aligned_conflicting(
                 preds.labels,
@@ -307,19 +320,25 @@ def _direction(
     usable: CodedAttribute,
     ref: CodedAttribute | None,
     labels: np.ndarray,
+    patients: np.ndarray,
     ref_meta: pd.DataFrame,
     min_class: int,
 ) -> np.ndarray:
     """Association of each audited level with the label, from the reference data.
 
     A level the reference data lacks (a held-out site) takes its direction from the
-    audited data.
+    audited data. Only associations significant at ``ASSOCIATION_ALPHA`` count.
     """
-    own = level_direction(usable.codes, labels, usable.n_levels, min_count=min_class)
+    test = {"min_count": min_class, "alpha": ASSOCIATION_ALPHA}
+    own = level_direction(usable.codes, labels, usable.n_levels, clusters=patients, **test)
     if ref is None:
         return own
     ref_dir = level_direction(
-        ref.codes, ref_meta["label"].to_numpy(), ref.n_levels, min_count=min_class
+        ref.codes,
+        ref_meta["label"].to_numpy(),
+        ref.n_levels,
+        clusters=patient_codes(ref_meta),
+        **test,
     )
     by_name = dict(zip(ref.levels, ref_dir, strict=True))
     counts = ref.counts()

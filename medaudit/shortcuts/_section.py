@@ -110,6 +110,20 @@ def _used_check(af: AttributeFindings, policy: Any, conf: float, min_class: int)
     if af.skipped:
         return policy.skipped(cid, desc, af.skipped)
     al = af.alignment
+    if al is None and af.unassociated:
+        # Nothing to read off: a pass on the reference data's evidence, not on a shift.
+        th = policy.threshold(cid)
+        return Check(
+            cid,
+            desc,
+            None,
+            "pass",
+            None,
+            th.op,
+            th.threshold,
+            af.reasons["used"],
+            severity=th.severity,
+        )
     if al is None:
         return policy.skipped(cid, desc, af.reasons.get("used", "not measured"))
     small = [

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ from medaudit.shortcuts._clustered import (
     ClusteredEstimate,
     auroc_estimate,
     balanced_accuracy_estimate,
+    cluster_codes,
     mean_estimate,
 )
 
@@ -64,16 +66,31 @@ MIN_REGION_Z = 8.0
 
 
 def level_direction(
-    levels: np.ndarray, labels: np.ndarray, n_levels: int, *, min_count: int = 5
+    levels: np.ndarray,
+    labels: np.ndarray,
+    n_levels: int,
+    *,
+    min_count: int = 5,
+    clusters: np.ndarray | None = None,
+    alpha: float | None = None,
 ) -> np.ndarray:
     """Association of each level with the positive class: +1, -1, or 0 (unknown).
 
     +1 when the level's prevalence exceeds the overall prevalence, -1 when it is below;
     0 for a level with fewer than ``min_count`` images or exactly the overall prevalence.
+    With ``alpha``, a level also gets 0 unless its prevalence differs from that of the
+    other levels in a two-sided Wald test at level ``alpha``, with a patient-clustered
+    standard error from ``clusters`` (a level unrelated to the label then has no
+    direction, instead of the sign of its sampling noise).
 
     Examples
     --------
     >>> level_direction(np.array([0, 0, 1, 1]), np.array([0, 0, 1, 0]), 2, min_count=1).tolist()
+    [-1, 1]
+    >>> lv = np.repeat([0, 1], 200); y = np.tile([0, 1], 200)
+    >>> level_direction(lv, y, 2, alpha=0.01).tolist()
+    [0, 0]
+    >>> level_direction(lv, lv, 2, alpha=0.01).tolist()
     [-1, 1]
     """
     lv = np.asarray(levels)
@@ -81,11 +98,28 @@ def level_direction(
     ok = lv >= 0
     p = y[ok].mean() if ok.any() else 0.0
     out = np.zeros(n_levels, dtype=np.int64)
+    codes = cluster_codes(clusters, len(lv)) if alpha is not None else None
     for j in range(n_levels):
         m = lv == j
         if np.count_nonzero(m) >= min_count:
             out[j] = int(np.sign(round(float(y[m].mean() - p), 12)))
+            if out[j] and codes is not None and alpha is not None:
+                out[j] *= _differs(y.astype(float), m, ok & ~m, codes, alpha)
     return out
+
+
+def _differs(y: np.ndarray, a: np.ndarray, b: np.ndarray, codes: np.ndarray, alpha: float) -> int:
+    """1 when mean(y[a]) and mean(y[b]) differ at level ``alpha`` (clustered Wald test)."""
+    if not b.any():
+        return 0
+    k = int(codes.max()) + 1
+    diff = mean_estimate(y[a], codes[a], n_clusters=k) - mean_estimate(y[b], codes[b], n_clusters=k)
+    se = diff.se
+    if not np.isfinite(se):
+        return 0
+    if se == 0:
+        return int(diff.value != 0)
+    return int(2 * NormalDist().cdf(-abs(diff.value) / se) < alpha)
 
 
 @dataclass(frozen=True, eq=False)
