@@ -333,16 +333,19 @@ def _direction(
     A level the reference data lacks (a held-out site) takes its direction from the
     audited data. Only associations significant at ``ASSOCIATION_ALPHA`` count.
     """
-    test = {"min_count": min_class, "alpha": ASSOCIATION_ALPHA}
-    own = level_direction(usable.codes, labels, usable.n_levels, clusters=patients, **test)
+    a = ASSOCIATION_ALPHA
+    own = level_direction(
+        usable.codes, labels, usable.n_levels, min_count=min_class, clusters=patients, alpha=a
+    )
     if ref is None:
         return own
     ref_dir = level_direction(
         ref.codes,
         ref_meta["label"].to_numpy(),
         ref.n_levels,
+        min_count=min_class,
         clusters=patient_codes(ref_meta),
-        **test,
+        alpha=a,
     )
     by_name = dict(zip(ref.levels, ref_dir, strict=True))
     counts = ref.counts()
