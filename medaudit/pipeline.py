@@ -42,9 +42,9 @@ class LoadedPredictions:
 
     @property
     def model_info(self) -> dict[str, Any]:
-        """Architecture, input size, normalisation and class names of the checkpoint."""
+        """Architecture, input size, normalisation, class names and DP ledger (``privacy``)."""
         lm = self.loaded
-        return {
+        info = {
             "arch": lm.arch,
             "format": lm.format,
             "image_size": lm.image_size,
@@ -53,6 +53,9 @@ class LoadedPredictions:
             "std": None if lm.std is None else list(lm.std),
             "class_names": list(lm.class_names or []),
         }
+        if getattr(lm, "privacy", None) is not None:  # the DP ledger (privacy_budget audit)
+            info["privacy"] = lm.privacy
+        return info
 
 
 def load_model_and_predict(
@@ -242,13 +245,15 @@ def _report_meta(
     model_info: dict[str, Any] | None,
     sens: list[str],
 ) -> dict[str, Any]:
+    from medaudit.report._provenance import environment, policy_record, utc_now
+
     y = predictions.labels
     return {
+        "created": utc_now(),
         "model_hash": predictions.model_hash,
         "data_hash": predictions.data_hash,
         "seed": int(policy.setting("seed")),
-        "policy": policy.source,
-        "policy_sha256": policy.sha256,
+        **policy_record(policy),
         "versions": _versions(),
         "command": " ".join(["medaudit", *sys.argv[1:]]) if sys.argv else "",
         "timings_seconds": timings,
@@ -264,4 +269,5 @@ def _report_meta(
         },
         "model": dict(model_info or {}),
         "model_card": {"sensitive_attributes": sens},
+        "environment": environment(),
     }

@@ -53,6 +53,9 @@ AUDIT_MODULES: tuple[str, ...] = (
     "medaudit.integrity",
     "medaudit.performance",
     "medaudit.fairness",
+    "medaudit.privacy",
+    "medaudit.attacks.membership",
+    "medaudit.robustness",
     "medaudit.shortcuts",
 )
 

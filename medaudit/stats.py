@@ -1,10 +1,17 @@
-"""Statistics shared by every audit: exact AUROC, vectorised stratified bootstrap, CIs.
+"""Statistics shared by every audit: exact AUROC, the one resampling design, CIs, tests.
 
-The bootstrap resamples **within each stratum** (group × class) and, when patient ids are
-given, **by patient** (a resampled patient brings all of its images). Resamples are
-represented as a count matrix ``W`` of shape (n_boot, n_samples): ``W[b, i]`` is how
+The bootstrap resamples **whole patients** (a resampled patient brings all of its
+images, whatever their labels), **stratified by group**, and by class only for metrics
+that condition on the class (:func:`resampling_strata`, :func:`bootstrap_counts`).
+Resamples are a count matrix ``W`` of shape (n_boot, n_samples): ``W[b, i]`` is how
 often sample ``i`` appears in resample ``b``. Weighted metrics then evaluate all
-resamples at once, with no Python loop over rows.
+resamples at once, with no Python loop over rows. (:mod:`medaudit.fairness` applies
+the same design to score histograms, for millions of rows.)
+
+Gaps between groups picked from the data get simultaneous intervals
+(:func:`range_interval`); the ECE a debiased estimator with a valid interval
+(:func:`calibration_error`) and a test of calibration (:func:`spiegelhalter_test`);
+:func:`required_sample_size` says how much data a gap check needs.
 
 References
 ----------
@@ -20,15 +27,70 @@ from statistics import NormalDist
 import numpy as np
 
 from medaudit._errors import InvalidInputError, param_error
+from medaudit._stats._calibration import (
+    CalibrationTerms,
+    CalibrationTest,
+    calibration_error,
+    calibration_error_interval,
+    calibration_p_values,
+    calibration_terms,
+    ece_pseudo_replicates,
+    spiegelhalter_test,
+)
+from medaudit._stats._power import (
+    POWER_METRICS,
+    SampleSize,
+    required_sample_size,
+    simultaneous_critical_value,
+)
+from medaudit._stats._pseudo import (
+    PSEUDO_KINDS,
+    bootstrap_interval,
+    pseudo_replicates,
+    small_sample_widen,
+)
+from medaudit._stats._simultaneous import (
+    GapInterval,
+    SimultaneousIntervals,
+    extreme_interval,
+    percentile_intervals,
+    range_interval,
+    simultaneous_intervals,
+)
 
 __all__ = [
+    "POWER_METRICS",
+    "PSEUDO_KINDS",
+    "CalibrationTerms",
+    "CalibrationTest",
+    "GapInterval",
+    "SampleSize",
+    "SimultaneousIntervals",
     "adjust_pvalues",
     "auroc",
     "bootstrap_counts",
+    "bootstrap_interval",
+    "calibration_bins",
+    "calibration_error",
+    "calibration_error_interval",
+    "calibration_p_values",
+    "calibration_terms",
+    "ece_pseudo_replicates",
+    "expected_calibration_error",
+    "extreme_interval",
     "multinomial_counts",
     "percentile_ci",
+    "percentile_intervals",
     "permutation_pvalue",
+    "pseudo_replicates",
     "random_tables",
+    "range_interval",
+    "required_sample_size",
+    "resampling_strata",
+    "simultaneous_critical_value",
+    "simultaneous_intervals",
+    "small_sample_widen",
+    "spiegelhalter_test",
     "weighted_auroc",
     "weighted_expected_calibration_error",
     "wilson_interval",
@@ -110,12 +172,15 @@ def bootstrap_counts(
     n_boot: int,
     random_state: int | np.random.Generator = 0,
     clusters: np.ndarray | None = None,
+    rescaled: bool = False,
 ) -> np.ndarray:
-    """Resampling counts of a bootstrap stratified by ``strata``, optionally by cluster.
+    """Resampling counts of a bootstrap of whole clusters, stratified by ``strata``.
 
-    Each stratum keeps its size in every resample (so a group's class balance is fixed).
-    With ``clusters`` (e.g. patient ids), whole clusters are drawn with replacement within
-    each stratum, and every image of a drawn cluster is counted.
+    Each stratum keeps its number of clusters in every resample. With ``clusters``
+    (patient ids), whole patients are drawn with replacement and every image of a drawn
+    patient is counted. A patient is never split: one whose images fall in several
+    strata is resampled as a unit, among the patients whose images span the same
+    strata. Build ``strata`` with :func:`resampling_strata`.
 
     Parameters
     ----------
@@ -126,50 +191,138 @@ def bootstrap_counts(
     random_state : int or Generator
     clusters : array-like of shape (n_samples,), optional
         Cluster id of each sample.
+    rescaled : bool
+        Rao & Wu's rescaled bootstrap: ``n - 1`` of a stratum's ``n`` clusters are
+        drawn and their counts multiplied by ``n / (n - 1)``, which removes the plain
+        bootstrap's ``(n - 1) / n`` shrinkage of the variance (it matters for strata of
+        a few patients). The counts are then not integers.
 
     Returns
     -------
     ndarray of shape (n_boot, n_samples), dtype float64
+
+    References
+    ----------
+    .. [1] Rao JNK, Wu CFJ. Resampling inference with complex survey data. J Am Stat
+           Assoc 83(401):231-241, 1988.
 
     Examples
     --------
     >>> W = bootstrap_counts(np.array([0, 0, 1, 1, 1]), n_boot=4, random_state=0)
     >>> W.shape, W[:, :2].sum(axis=1).tolist(), W[:, 2:].sum(axis=1).tolist()
     ((4, 5), [2.0, 2.0, 2.0, 2.0], [3.0, 3.0, 3.0, 3.0])
+    >>> W = bootstrap_counts(np.array([0, 1, 0, 1]), n_boot=3, clusters=np.array([7, 7, 8, 9]))
+    >>> bool(np.all(W[:, 0] == W[:, 1]))  # patient 7 (both classes) is never split
+    True
     """
     if not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
         raise param_error("n_boot", "bootstrap_counts", "a positive integer", n_boot)
-    rng = (
-        random_state
-        if isinstance(random_state, np.random.Generator)
-        else np.random.default_rng(random_state)
-    )
+    rng = _rng(random_state)
     strata = np.asarray(strata)
     n = len(strata)
-    out = np.zeros((n_boot, n), dtype=np.float64)
     if clusters is None:
-        clusters_arr = np.arange(n)
+        unit = np.arange(n)
     else:
         clusters_arr = np.asarray(clusters)
         if len(clusters_arr) != n:
             raise InvalidInputError("clusters must have one entry per sample.")
-    # Unit of resampling: (stratum, cluster). A cluster spanning two strata (a patient with
-    # a positive and a negative image) is resampled in each stratum separately.
-    _, unit = np.unique(
-        np.stack([_codes(strata), _codes(clusters_arr)]), axis=1, return_inverse=True
-    )
-    unit = unit.ravel()
-    n_units = unit.max() + 1 if n else 0
-    unit_stratum = np.empty(n_units, dtype=np.int64)
-    unit_stratum[unit] = _codes(strata)
+        unit = _codes(clusters_arr)
+    n_units = int(unit.max()) + 1 if n else 0
+    unit_stratum = _unit_strata(unit, _codes(strata), n_units)
+    counts = np.zeros((n_boot, n_units), dtype=np.float64)
     for st in np.unique(unit_stratum):
         members = np.flatnonzero(unit_stratum == st)
-        draws = rng.integers(0, len(members), size=(n_boot, len(members)))
-        counts = np.zeros((n_boot, n_units), dtype=np.float64)
-        rows = np.repeat(np.arange(n_boot), len(members))
-        np.add.at(counts, (rows, members[draws].ravel()), 1.0)
-        in_st = unit_stratum[unit] == st
-        out[:, in_st] = counts[:, unit[in_st]]
+        k = len(members)
+        m = k - 1 if rescaled and k > 1 else k
+        draws = rng.integers(0, k, size=(n_boot, m))
+        rows = np.repeat(np.arange(n_boot), m)
+        np.add.at(counts, (rows, members[draws].ravel()), k / m)
+    out: np.ndarray = counts[:, unit]
+    return out
+
+
+def _unit_strata(unit: np.ndarray, stratum: np.ndarray, n_units: int) -> np.ndarray:
+    """Stratum of each unit; a unit spanning several strata gets the stratum of that set."""
+    pairs = np.unique(np.stack([unit, stratum]), axis=1)
+    n_strata = int(stratum.max()) + 1 if len(stratum) else 0
+    per_unit = np.bincount(pairs[0], minlength=n_units)
+    out = np.zeros(n_units, dtype=np.int64)
+    single = per_unit[pairs[0]] == 1
+    out[pairs[0][single]] = pairs[1][single]
+    multi = np.flatnonzero(per_unit > 1)
+    if multi.size:
+        starts = np.searchsorted(pairs[0], multi)
+        keys = [tuple(pairs[1][s : s + per_unit[u]]) for u, s in zip(multi, starts, strict=True)]
+        index = {k: n_strata + i for i, k in enumerate(dict.fromkeys(keys))}
+        out[multi] = [index[k] for k in keys]
+    return out
+
+
+def resampling_strata(
+    *,
+    n_samples: int,
+    groups: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    by_class: bool = True,
+    clusters: np.ndarray | None = None,
+) -> np.ndarray:
+    """Strata of medaudit's bootstrap design, for :func:`bootstrap_counts`.
+
+    Whole patients are resampled within each group, so every group keeps its number of
+    patients. Metrics that condition on the class (AUROC, sensitivity, specificity) are
+    resampled ``by_class``: images by their class, or with ``clusters`` patients by
+    whether they have a positive image (a kind with fewer than two patients in a group
+    is pooled with the other), which keeps each class's size about fixed. Metrics that
+    depend on the prevalence (PPV, selection rate, Brier score, ECE) must not be:
+    ``by_class=False`` lets the class mix vary as it does between samples.
+
+    Parameters
+    ----------
+    n_samples : int
+    groups : array-like of shape (n_samples,), optional
+        Group of each image (e.g. the site); one group when None.
+    labels : array-like of shape (n_samples,), optional
+        Class of each image; required when ``by_class``.
+    by_class : bool
+    clusters : array-like of shape (n_samples,), optional
+        Patient of each image.
+
+    Returns
+    -------
+    ndarray of shape (n_samples,), dtype int64
+
+    Examples
+    --------
+    >>> resampling_strata(n_samples=4, groups=np.array(["a", "a", "b", "b"]),
+    ...                   labels=np.array([0, 1, 0, 1])).tolist()
+    [0, 1, 2, 3]
+    >>> resampling_strata(n_samples=4, labels=np.array([0, 1, 0, 1]), by_class=False).tolist()
+    [0, 0, 0, 0]
+    """
+    g = np.zeros(n_samples, np.int64) if groups is None else _codes(np.asarray(groups))
+    if len(g) != n_samples:
+        raise InvalidInputError("resampling_strata: groups must have one entry per sample.")
+    if not by_class:
+        return g
+    if labels is None:
+        raise param_error("labels", "resampling_strata", "an array when by_class=True", None)
+    lab = _codes(np.asarray(labels))
+    if len(lab) != n_samples:
+        raise InvalidInputError("resampling_strata: labels must have one entry per sample.")
+    if clusters is None:
+        out: np.ndarray = g * (int(lab.max()) + 1 if n_samples else 1) + lab
+        return out
+    # A patient's profile: has a positive (non-zero class) image or not, within its group.
+    unit = _codes(np.stack([g, _codes(np.asarray(clusters))]).T @ np.array([1, n_samples + 1]))
+    has_pos = np.zeros(int(unit.max()) + 1 if n_samples else 0, dtype=bool)
+    np.logical_or.at(has_pos, unit, lab > 0)
+    unit_group = np.zeros(len(has_pos), np.int64)
+    unit_group[unit] = g
+    kinds = np.zeros((int(g.max()) + 1 if n_samples else 0, 2), np.int64)
+    np.add.at(kinds, (unit_group, has_pos.astype(np.int64)), 1)
+    split = kinds.min(axis=1) >= 2  # pool a kind with fewer than two patients
+    prof = np.where(split[unit_group], has_pos.astype(np.int64), 0)
+    out = g * 2 + prof[unit]
     return out
 
 

@@ -389,7 +389,7 @@ def test_report_in_headless_chromium(request, chromium_available, tmp_path, whic
         imgs = cdp.call("DOM.querySelectorAll", nodeId=root, selector="img")["nodeIds"]
         assert imgs == [], "an <img> element exists: a user string became markup"
         figs = cdp.call("DOM.querySelectorAll", nodeId=root, selector="figure[role=img] svg")
-        assert len(figs["nodeIds"]) == html.count('<figure class="fig"')
+        assert len(figs["nodeIds"]) == html.count('<figure class="fig')
         # Progressive enhancement: sorting buttons exist exactly when scripts run.
         buttons = cdp.call("DOM.querySelectorAll", nodeId=root, selector="button.sort")["nodeIds"]
         assert bool(buttons) is javascript
@@ -422,3 +422,125 @@ def test_report_in_headless_chromium(request, chromium_available, tmp_path, whic
             json.dumps({"render_s": round(v.render_s, 3), "bytes": size}) + "\n"
         )
     assert v.render_s < MAX_RENDER_S, f"the page took {v.render_s:.2f} s to load"
+
+
+# ----------------------------------------------------------------------------- phone and paper
+
+PHONE_WIDTH = 420
+# Chromium prints on US Letter with 0.4 in margins by default: 7.7 in of 96 px.
+PRINT_WIDTH = 739
+
+
+def _eval(cdp: _CDP, expr: str) -> Any:
+    res = cdp.call("Runtime.evaluate", expression=expr, returnByValue=True)
+    assert "exceptionDetails" not in res, res
+    return res["result"]["value"]
+
+
+_CHECK_ROW_OVERFLOW = """
+(() => {
+  const w = document.documentElement.clientWidth;
+  const bad = [];
+  document.querySelectorAll('tr.check, tr.check td').forEach(el => {
+    const r = el.getBoundingClientRect();
+    if (r.width > 0 && (r.right > w + 1 || r.left < -1)) bad.push(el.className + ' ' + r.right);
+  });
+  return {width: w, scroll: document.documentElement.scrollWidth, bad: bad.slice(0, 5),
+          cards: document.querySelectorAll('tr.check').length,
+          display: document.querySelector('tr.check') ?
+                   getComputedStyle(document.querySelector('tr.check')).display : null};
+})()
+"""
+
+_PRINT_COLUMNS = """
+(() => {
+  const w = document.documentElement.clientWidth;
+  const visible = el => el.getClientRects().length > 0;
+  const out = {width: w, overflow: [], missing: []};
+  const byTitle = {};
+  document.querySelectorAll('table.data').forEach(t => {
+    const cap = t.querySelector('caption');
+    const title = cap ? cap.textContent.replace(/ \\(columns .*\\)$/, '').trim() : '';
+    const heads = Array.from(t.querySelectorAll('thead th')).map(th => th.textContent.trim());
+    const e = byTitle[title] || (byTitle[title] = {all: new Set(), printed: new Set()});
+    if (!t.classList.contains('print-part')) heads.forEach(h => e.all.add(h));
+    if (visible(t)) {
+      heads.forEach(h => e.printed.add(h));
+      t.querySelectorAll('thead th').forEach(th => {
+        const r = th.getBoundingClientRect();
+        if (r.right > w + 1) out.overflow.push(title + ': ' + th.textContent.trim());
+      });
+    }
+  });
+  for (const [title, e] of Object.entries(byTitle)) {
+    for (const h of e.all) if (!e.printed.has(h)) out.missing.push(title + ': ' + h);
+  }
+  out.tables = Object.keys(byTitle).length;
+  return out;
+})()
+"""
+
+
+@pytest.mark.parametrize("which", ["report_dir", "committed_demo_report_dir"])
+def test_phone_width_turns_check_rows_into_cards_without_overflow(
+    request, chromium_available, tmp_path, which
+):
+    rdir = Path(request.getfixturevalue(which))
+    with _visit(rdir / "index.html", tmp_path, javascript=True) as v:
+        cdp = v.cdp
+        cdp.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=PHONE_WIDTH,
+            height=900,
+            deviceScaleFactor=1,
+            mobile=True,
+        )
+        got = _eval(cdp, _CHECK_ROW_OVERFLOW)
+        assert got["width"] <= PHONE_WIDTH and got["cards"] > 0
+        assert got["display"] == "block", "check rows are not cards at phone width"
+        assert not got["bad"], f"check rows overflow the screen: {got['bad']}"
+        assert got["scroll"] <= PHONE_WIDTH + 1, f"the page scrolls sideways: {got['scroll']} px"
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = cdp.call("Page.captureScreenshot", format="png")
+        (ARTIFACTS / f"phone-{which}.png").write_bytes(base64.b64decode(shot["data"]))
+
+
+@pytest.mark.parametrize("which", ["report_dir", "committed_demo_report_dir"])
+def test_print_keeps_every_column_of_every_table(request, chromium_available, tmp_path, which):
+    rdir = Path(request.getfixturevalue(which))
+    doc = json.loads((rdir / "audit.json").read_text(encoding="utf-8"))
+    with _visit(rdir / "index.html", tmp_path, javascript=True) as v:
+        cdp = v.cdp
+        cdp.call("Emulation.setEmulatedMedia", media="print")
+        cdp.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=PRINT_WIDTH,
+            height=1000,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
+        got = _eval(cdp, _PRINT_COLUMNS)
+        n_tables = sum(len(s["tables"]) for s in doc["sections"].values())
+        assert got["tables"] >= n_tables
+        assert not got["missing"], f"columns missing in print: {got['missing'][:5]}"
+        assert not got["overflow"], f"columns beyond the page: {got['overflow'][:5]}"
+        cdp.call("Emulation.setEmulatedMedia", media="")
+        pdf = base64.b64decode(cdp.call("Page.printToPDF", printBackground=True)["data"])
+    assert pdf.startswith(b"%PDF")
+    pdftotext = shutil.which("pdftotext")
+    if pdftotext is None:  # poppler-utils: optional; the layout check above holds anyway
+        return
+    path = tmp_path / "report.pdf"
+    path.write_bytes(pdf)
+    text = subprocess.run(
+        [pdftotext, str(path), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    import html as html_lib
+
+    # A header may wrap inside its narrow printed column, so each of its words must be there.
+    printed = set(re.findall(r"[^\s\[\](),;:]+", text))
+    heads = set(re.findall(r'<th scope="col"[^>]*>(.*?)</th>', (rdir / "index.html").read_text()))
+    for h in heads:
+        words = re.findall(r"[^\s\[\](),;:]+", html_lib.unescape(re.sub(r"<[^>]+>", "", h)))
+        missing = [w for w in words if w not in printed]
+        assert not missing, f"column {h!r} is not in the PDF (missing {missing})"

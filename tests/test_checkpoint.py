@@ -215,7 +215,8 @@ def test_state_dict_needs_arch(tmp_path):
         load_checkpoint(path)
     assert str(err.value) == (
         f"{path} holds bare weights with no architecture; pass the architecture "
-        "(arch=... / --arch), one of: 'densenet121', 'resnet18', 'small_cnn', 'small_cnn_gn'."
+        "(arch=... / --arch), one of: 'densenet121', 'resnet18', 'small_cnn', 'small_cnn_dp', "
+        "'small_cnn_gn'."
     )
 
 

@@ -76,7 +76,9 @@ def test_committed_demo_report_matches_its_audit_json(committed_demo_report_dir)
 @pytest.mark.slow
 def test_no_false_alarm_without_a_hard_subgroup(tmp_path):
     # The same pipeline on hospitals generated without the hard subgroup: the sex gap
-    # check must stay quiet (the planted-effect twin is test_hard_subgroup_is_harder).
+    # check must stay quiet -- no fail; "inconclusive" is allowed, since the "ci" decision
+    # rule passes only when the whole interval clears the threshold (the planted-effect twin
+    # is test_hard_subgroup_is_harder).
     import dataclasses
 
     from medaudit.demo import DemoSettings, run_demo
@@ -84,5 +86,5 @@ def test_no_false_alarm_without_a_hard_subgroup(tmp_path):
     settings = dataclasses.replace(DemoSettings(), hard_subgroup=None)
     res = run_demo(tmp_path, seed=0, settings=settings, progress=False)
     check = next(c for c in res.report.checks if c.id == "fairness.sex.auroc_gap")
-    assert check.status == "pass", check
+    assert check.status in ("pass", "inconclusive"), check
     assert check.ci[0] < 0.05

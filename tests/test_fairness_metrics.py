@@ -28,6 +28,7 @@ from sklearn.metrics import (
 
 from medaudit.fairness import (
     METRICS,
+    calibration_error,
     expected_calibration_error,
     group_metrics,
     sensitivity_threshold,
@@ -69,7 +70,8 @@ def _reference(y, s, thr=0.5):
         "selection_rate": selection_rate(y, p),
         "balanced_accuracy": balanced_accuracy_score(y, p),
         "brier_score": brier_score_loss(y, s),
-        "ece": expected_calibration_error(y, s),
+        # The ECE is medaudit's debiased one (medaudit.stats.calibration_error).
+        "ece": calibration_error(y, s),
         "underdiagnosis_rate": underdiagnosis_rate(y, p),
     }
 

@@ -66,7 +66,11 @@ def test_section_shape(section):
         "continuous",
         "mitigation",
     } <= set(section.tables)
-    assert set(section.figures) == {"roc_sex", "roc_age_group", "forest"}
+    per_attribute = {"roc", "rates", "reliability", "sweep"}
+    assert set(section.figures) == {
+        f"{kind}_{a}" for kind in per_attribute for a in ("sex", "age_group")
+    } | {"forest"}
+    assert section.figures["forest"].wide
     assert "ROC curves of each sex group" in section.figures["roc_sex"].alt
     assert section.figures["forest"].alt.startswith("Forest plot of")
     assert section.summary.endswith(".") and "AUROC" in section.summary
@@ -78,7 +82,7 @@ def test_planted_effect_fails_the_auroc_gap_check(section):
     assert c.status == "fail"
     assert c.ci is not None and c.ci[0] > 0
     assert "F" in c.description and c.advice.startswith("The model ranks patients less well in F")
-    assert "permutation p" in c.reason
+    assert "bootstrap p = " in c.reason and "Holm-adjusted" in c.reason
 
 
 def test_check_ids_and_thresholds(section):

@@ -157,7 +157,7 @@ def test_factory_without_features_head_is_rejected(registry):
         (
             {"arch": "vgg"},
             "The 'arch' parameter of build_model must be one of 'densenet121', 'resnet18', "
-            "'small_cnn', 'small_cnn_gn'. Got 'vgg' instead.",
+            "'small_cnn', 'small_cnn_dp', 'small_cnn_gn'. Got 'vgg' instead.",
         ),
         (
             {"arch": "small_cnn", "in_channels": 0},

@@ -233,27 +233,32 @@ def test_summary_sections_and_blocks_are_all_there(page):
     ):
         assert anchor in page
     nav = page[page.index('<nav class="toc"') : page.index("</nav>")]
-    assert nav.count("<a href=") == 8
+    assert nav.count("<a href=") == 9  # + the glossary
     # Executive summary comes first and ranks the zero-tolerance failure first.
     summary = page[page.index('id="summary"') : page.index('id="s-performance"')]
-    assert "The model did not pass this audit: 3 of 7 checks failed." in summary
+    summary = re.sub(r"<abbr [^>]*>|</abbr>", "", summary)  # hover definitions
+    assert (
+        "The model did not pass this audit: 3 of 7 checks failed at critical or major severity."
+        in summary
+    )
     assert summary.index("Patients in both training and test data: 3") < summary.index(
         "AUROC gap between sexes: 0.080 [0.052, 0.118]"
     )
     assert "What to do:</strong> Re-split by patient_id" in summary
-    assert "The 3 most important of 4 findings" in summary
+    assert "Findings, most important first (4, grouped by root cause)" in summary
 
 
 def test_check_rows_are_traffic_lights_with_value_ci_threshold_and_reason(page):
     row = re.search(r'<tr id="check-performance-ece" class="check warn">(.*?)</tr>', page, re.S)
     assert row is not None
     cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.S)
-    assert "Attention" in cells[0]
-    assert cells[2] == "0.13 [0.09, 0.17]"
-    assert cells[3] == "≤ 0.1"
-    assert "CI straddles the threshold (inconclusive)" in cells[4]
-    assert "minor severity: does not fail the report" in cells[4]
-    assert "Recalibrate the scores" in cells[4]
+    cells = [re.sub(r"<abbr [^>]*>|</abbr>", "", c) for c in cells]
+    # Status and severity in two cells: a minor failure reads "Fail" and "Minor".
+    assert "Fail" in cells[0] and "Minor" in cells[1]
+    assert cells[3] == "0.134 [0.090, 0.170]"
+    assert cells[4] == "≤ 0.1"
+    assert "minor severity: does not fail the report" in cells[5]
+    assert "Recalibrate the scores" in cells[5]
     skipped = re.search(r'class="check skipped">(.*?)</tr>', page, re.S).group(1)
     assert "group too small: 12 images, fewer than 30" in skipped
     # Within a section, failed checks come before passing ones.
@@ -262,11 +267,11 @@ def test_check_rows_are_traffic_lights_with_value_ci_threshold_and_reason(page):
 
 
 def test_tables_merge_ci_columns_and_right_align_numbers(page, parsed):
-    assert "auroc [95% CI]</th>" in page
+    assert "AUROC</abbr> [95% <abbr" in page
     assert "auroc_lo" not in page and "auroc_hi" not in page
-    assert '<td class="num" data-v="0.921">0.92 [0.89, 0.95]</td>' in page
+    assert '<td class="num" data-v="0.921">0.921 [0.890, 0.946]</td>' in page
     assert '<td class="num" data-v="412.0">412</td>' in page
-    assert '<td class="num" data-v="0.4035">0.40</td>' in page
+    assert '<td class="num" data-v="0.4035">0.404</td>' in page
     # A missing value with missing CI is a dash, not "nan".
     assert not re.search(r"\bnan\b", "".join(parsed.text), re.IGNORECASE)
 
@@ -277,6 +282,7 @@ def test_model_card_methods_and_reproducibility(page):
         assert f"<dt>{label}</dt>" in card
     assert "<li>age_group</li>" in card
     methods = page[page.index('id="methods"') : page.index('id="reproducibility"')]
+    methods = re.sub(r"<abbr [^>]*>|</abbr>", "", methods)
     assert "stratified patient-level bootstrap" in methods
     assert "Seyyed-Kalantari L et al." in methods
     assert methods.count("<p>") >= 3  # the fairness methods text has two paragraphs
@@ -298,15 +304,21 @@ def test_long_tables_are_cut_with_a_note():
     n = MAX_TABLE_ROWS + 50
     df = pd.DataFrame({"i": range(n), "score": [i / n for i in range(n)]})
     page = render_html(Report([Section("big", "Big", "s", tables={"rows": df})]))
-    body = page[page.index("<caption>rows</caption>") :]
+    body = page[page.index("<caption>Rows</caption>") :]
     body = body[: body.index("</table>")]
-    assert body.count("<tr>") == MAX_TABLE_ROWS + 1  # + the header row
+    assert body.count("<tr") == MAX_TABLE_ROWS + 1  # + the header row
+    # Past the first rows the table is folded on screen (every row is in the page).
+    assert body.count('<tr class="extra">') == MAX_TABLE_ROWS - 12
+    assert "Show all 200 rows" in page
     assert f"Showing the first {MAX_TABLE_ROWS} of {n} rows" in page
 
 
 def test_print_stylesheet_and_no_javascript_dependence(page):
     assert "@media print" in page
-    assert "nav.toc, .jump { display: none; }" in page
+    assert (
+        "nav.toc, .jump, .fold-toggle, .fold-label, .screen-only { display: none !important; }"
+        in page
+    )
     # Everything is in the markup already: the script only adds sorting buttons.
     assert "<button" not in page.split("<script>")[0]
 
@@ -389,30 +401,34 @@ def test_check_values_become_checks_in_page_regardless_of_section_name():
     )
     page = render_html(Report([Section("zzz", "Unplanned audit", "s", checks=[c])]))
     summary = page[page.index('id="summary"') : page.index('id="s-zzz"')]
-    assert "Made-up metric: 0.30; the policy requires at least 0.5." in summary
+    assert "Made-up metric: 0.300; the policy requires at least 0.5." in summary
     assert "Fix it." in summary
 
 
 def _headers(df: pd.DataFrame) -> list[str]:
     page = render_html(Report([Section("t", "T", "s", tables={"tbl": df})]))
-    thead = page[page.index("<caption>tbl</caption>") :]
+    thead = page[page.index("<caption>Tbl</caption>") :]
     thead = thead[: thead.index("</thead>")]
-    return re.findall(r"<th\b[^>]*>(.*?)</th>", thead)
+    # Headers in words; glossary terms in them carry a hover definition (<abbr>).
+    return [re.sub(r"<[^>]+>", "", h) for h in re.findall(r"<th\b[^>]*>(.*?)</th>", thead)]
 
 
 @pytest.mark.parametrize(
     ("columns", "expected"),
     [
-        (["site", "n", "auroc", "ci_low", "ci_high"], ["site", "n", "auroc [95% CI]"]),
+        (
+            ["site", "n", "auroc", "ci_low", "ci_high"],
+            ["site", "n", "AUROC [95% CI]"],
+        ),
         (["metric", "value", "ci_low", "ci_high"], ["metric", "value [95% CI]"]),
         (
             ["g", "tpr", "tpr_lo", "tpr_hi", "fpr", "fpr_ci_low", "fpr_ci_high"],
-            ["g", "tpr [95% CI]", "fpr [95% CI]"],
+            ["g", "sensitivity (TPR) [95% CI]", "FPR [95% CI]"],
         ),
         # Bin edges are not confidence intervals.
-        (["bin_low", "bin_high", "y", "p"], ["bin_low", "bin_high", "y", "p"]),
+        (["bin_low", "bin_high", "y", "p"], ["bin low", "bin high", "y", "p"]),
         # A text column left of a bare pair does not take it.
-        (["group", "ci_low", "ci_high"], ["group", "ci_low", "ci_high"]),
+        (["group", "ci_low", "ci_high"], ["group", "CI low", "CI high"]),
     ],
 )
 def test_ci_columns_are_merged_only_where_they_belong(columns, expected):
@@ -432,7 +448,7 @@ def test_merged_ci_cell_with_missing_bounds():
         }
     )
     page = render_html(Report([Section("t", "T", "s", tables={"tbl": df})]))
-    assert '<td class="num" data-v="0.9">0.90 [0.85, –]</td>' in page
+    assert '<td class="num" data-v="0.9">0.900 [0.850, –]</td>' in page
     assert '<td class="num">–</td>' in page  # missing, still aligned with the numbers
 
 
@@ -443,5 +459,5 @@ def test_counts_stored_as_floats_read_as_counts_and_empty_tables_say_so():
     }
     page = render_html(Report([Section("t", "T", "s", tables=tables)]))
     assert '<td class="num" data-v="18.0">18</td>' in page
-    assert '<td class="num" data-v="0.25">0.25</td>' in page
+    assert '<td class="num" data-v="0.25">0.250</td>' in page
     assert '<td colspan="2" class="muted">No rows: nothing to list.</td>' in page

@@ -491,3 +491,14 @@ def test_cli_train_disentangle_writes_a_checkpoint_that_says_so(synth_dir, tmp_p
         "disentangled": ["site", "sex"],
         "disentangle_weight": 2.0,
     }
+
+
+def test_cli_train_disentangle_with_dp_is_exit_2(synth_dir, tmp_path, capsys):
+    from medaudit.cli.train import MSG_DP_DISENTANGLE
+
+    out = tmp_path / "dis.safetensors"
+    manifest = str(synth_dir / "manifest.csv")
+    code = run(["train", "--data", manifest, "--out", str(out), "--dp", "--disentangle", "site"])
+    err = capsys.readouterr().err
+    assert code == 2 and MSG_DP_DISENTANGLE in err and "Traceback" not in err
+    assert not out.exists()

@@ -25,8 +25,11 @@ def test_check_evaluate_and_evidence():
     c = Check.evaluate("x.auc", "auc", 0.6, op=">=", threshold=0.75, ci=(0.5, 0.7))
     assert c.evidence == "beyond_threshold" and c.status == "fail"
     # the boundary: a CI ending exactly at the threshold lies on the passing side of <=
-    c = Check.evaluate("x.n", "n", 0.0, op="<=", threshold=0.0, ci=(0.0, 0.0))
+    c = Check.evaluate("x.n", "n", 0.0, op="<=", threshold=0.0, ci=(-0.01, 0.0))
     assert c.evidence == "within" and c.status == "pass"
+    # a zero-width CI is no evidence: the value alone decides, and no evidence is claimed
+    c = Check.evaluate("x.n", "n", 0.0, op="<=", threshold=0.0, ci=(0.0, 0.0))
+    assert c.evidence is None and c.status == "pass"
     minor = Check.evaluate("x.gap", "gap", 0.08, op="<=", threshold=0.05, severity="minor")
     assert minor.status == "fail" and not minor.blocking
     assert Report([Section("x", "X", "s", checks=[minor])]).passed

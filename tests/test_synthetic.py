@@ -207,6 +207,36 @@ def test_lesion_pixels_brighter_for_disease_and_dimmer_in_hard_subgroup(shortcut
     assert per_sev == sorted(per_sev)
 
 
+def test_lesion_amplitude_sets_the_brightness_per_severity():
+    # Same seed, same lesions; only their brightness changes: base 0 makes severity-1
+    # lesions a third as bright as severity-3 ones (per_grade * severity), for everyone.
+    kw = {"patients_per_site": 150, "hard_subgroup": None, "seed": 2}
+    default = generate_hospitals(**kw)
+    subtle = generate_hospitals(lesion_amplitude=(0.0, 0.10), **kw)
+    assert default.meta.equals(subtle.meta)
+    m = subtle.meta
+    sev = m["severity"].to_numpy()
+    bumps = _lesion_bump(subtle)
+    default_bumps = _lesion_bump(default)
+    # Peak brightness s1 : s3 is 0.10 : 0.30 instead of 0.22 : 0.34, half the ratio (the
+    # bump also grows with lesion size, the same in both).
+    subtle_ratio = np.nanmean(bumps[sev == 1]) / np.nanmean(bumps[sev == 3])
+    default_ratio = np.nanmean(default_bumps[sev == 1]) / np.nanmean(default_bumps[sev == 3])
+    assert subtle_ratio < 0.7 * default_ratio
+    neg = (m["label"] == 0).to_numpy()
+    assert np.array_equal(default.images[neg], subtle.images[neg])
+
+
+def test_female_fraction_sets_the_range_of_the_sites_mix():
+    narrow = site_profiles(n_sites=4, seed=3, female_fraction=(0.45, 0.55))
+    wide = site_profiles(n_sites=4, seed=3)
+    assert sorted(p.female_fraction for p in narrow) == pytest.approx([0.45, 0.4833, 0.5167, 0.55])
+    assert sorted(p.female_fraction for p in wide) == pytest.approx([0.3, 0.4333, 0.5667, 0.7])
+    # Only the female share changes; every other property is drawn as before.
+    for a, b in zip(narrow, wide, strict=True):
+        assert a.prevalence == b.prevalence and a.acq_noise == b.acq_noise
+
+
 def test_sites_differ_in_prevalence_and_demographics(null_cohort):
     p = _patients(null_cohort.meta)
     for col in ("diseased", "sex"):
@@ -378,6 +408,11 @@ def test_write_synthetic_failure_leaves_nothing_half_written(tmp_path, monkeypat
         {"split_fractions": (0.5, 0.5)},
         {"split_fractions": (0.7, 0.2, 0.2)},
         {"seed": -1},
+        {"lesion_amplitude": (0.5, 0.2)},
+        {"lesion_amplitude": (-0.1, 0.1)},
+        {"lesion_amplitude": 0.1},
+        {"female_fraction": (0.6, 0.4)},
+        {"female_fraction": (0.2, 1.2)},
     ],
 )
 def test_invalid_parameters(kwargs):
@@ -391,6 +426,21 @@ def test_error_message_word_for_word():
     assert str(exc.value) == (
         "The 'shortcut_strength' parameter of generate_hospitals must be a float in [0, 1]. "
         "Got 2 instead."
+    )
+
+
+def test_range_error_messages_word_for_word():
+    with pytest.raises(InvalidParameterError) as exc:
+        generate_hospitals(lesion_amplitude=(0.4, 0.3))
+    assert str(exc.value) == (
+        "The 'lesion_amplitude' parameter of generate_hospitals must be two floats "
+        "(base, per_grade) >= 0 with base + 3 * per_grade <= 1. Got (0.4, 0.3) instead."
+    )
+    with pytest.raises(InvalidParameterError) as exc:
+        site_profiles(female_fraction=(0.7, 0.3))
+    assert str(exc.value) == (
+        "The 'female_fraction' parameter of site_profiles must be two floats (low, high) "
+        "with 0 <= low <= high <= 1. Got (0.7, 0.3) instead."
     )
 
 

@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 
 from medaudit._errors import InvalidInputError
-from medaudit.testing import FairnessAssertionError, assert_group_metric, assert_subgroup_gap
+from medaudit.testing import (
+    FairnessAssertionError,
+    FairnessInconclusiveError,
+    assert_group_metric,
+    assert_subgroup_gap,
+    patients_to_decide,
+)
 from medaudit.testing._assertions import MSG_SINGLE_CLASS_GROUP
 from medaudit.testing._plugin import MSG_NOT_CONFIGURED
 
@@ -46,12 +52,35 @@ def test_subgroup_gap_failure_prints_table_and_threshold():
     assert isinstance(e.value, AssertionError)
 
 
-def test_ci_true_demands_evidence_point_estimate_does_not():
-    y, s, g = data(n=200, seed=1)  # small groups: gap 0.012, CI up to 0.093
+def test_ci_true_says_inconclusive_and_how_much_data_would_decide():
+    y, s, g = data(n=400, seed=1)  # small groups: the CI straddles 0.05
     r = assert_subgroup_gap(y, s, groups=g, max_gap=0.05, ci=False, n_boot=200)
     assert r.value <= 0.05
-    with pytest.raises(FairnessAssertionError, match="CI is too wide to show it"):
+    with pytest.raises(FairnessInconclusiveError) as e:
         assert_subgroup_gap(y, s, groups=g, max_gap=0.05, ci=True, n_boot=200)
+    msg = str(e.value)
+    assert msg.startswith("inconclusive: AUROC difference across 'group' is 0.")
+    assert "the CI is too wide to show it" in msg
+    assert "images per group (now 200) would decide it" in msg
+    assert e.value.needed > 200 and isinstance(e.value, FairnessAssertionError)
+    n_needed = e.value.needed
+    assert f"About {n_needed:,}"[:8] in msg or "About " in msg
+    # With patient ids the unit is patients; "skip" skips, "pass" returns the result.
+    pid = np.arange(len(y))
+    with pytest.raises(FairnessInconclusiveError, match="patients per group"):
+        assert_subgroup_gap(y, s, groups=g, max_gap=0.05, patient_id=pid, n_boot=200)
+    got = assert_subgroup_gap(y, s, groups=g, max_gap=0.05, n_boot=200, inconclusive="pass")
+    assert got.ci[0] <= 0.05 <= got.ci[1]
+    with pytest.raises(pytest.skip.Exception, match="^inconclusive: "):
+        assert_subgroup_gap(y, s, groups=g, max_gap=0.05, n_boot=200, inconclusive="skip")
+
+
+def test_patients_to_decide_hand_computed():
+    # Half-width 0.08 above 0.01, distance 0.04 to the threshold: (0.08 / 0.04)^2 = 4
+    # times the data, times ((1.96 + 0.84) / 1.96)^2 = 2.04 for 80% power.
+    assert patients_to_decide(0.01, (0.0, 0.09), 0.05, 500) == 4087
+    assert patients_to_decide(0.08, (0.06, 0.12), 0.05, 100) == 91  # beyond: lower side
+    assert patients_to_decide(0.05, (0.0, 0.1), 0.05, 100) is None  # on the threshold
 
 
 def test_group_metric_bounds():
@@ -61,7 +90,9 @@ def test_group_metric_bounds():
     with pytest.raises(FairnessAssertionError) as e:
         assert_group_metric(y, s, groups=g, metric="auroc", min_value=0.85, n_boot=200)
     msg = str(e.value)
-    assert msg.startswith("AUROC is out of bounds in 1 group(s) of 'group': F (lower CI bound 0.")
+    assert msg.startswith(
+        "AUROC is out of bounds in 1 group(s) of 'group': F (whole CI below 0.85: 0."
+    )
     assert "Threshold: AUROC >= 0.85 (whole 95% CI)." in msg
     with pytest.raises(
         FairnessAssertionError,
@@ -132,8 +163,8 @@ def test_plugin_fixture_loads_predictions(project):
     res.assert_outcomes(passed=1, failed=1)
     res.stdout.fnmatch_lines(
         [
-            "*FairnessAssertionError: AUROC difference across 'sex'*",
-            "*Threshold: max_gap = 0*",
+            "*FairnessInconclusiveError: inconclusive: AUROC difference across 'sex'*",
+            "*Threshold: max_gap = 0; the CI straddles it*",
             "*group*n_pos*AUROC*95% CI*status*",
         ]
     )

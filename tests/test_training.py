@@ -73,7 +73,15 @@ def test_small_cnn_learns_the_planted_square_and_stops_early(task):
         states[epoch] = _state(model)
 
     res = train_model(
-        model, train, val, epochs=30, batch_size=32, lr=3e-3, patience=2, callbacks=[keep_state]
+        model,
+        train,
+        val,
+        epochs=30,
+        batch_size=32,
+        lr=3e-3,
+        patience=2,
+        callbacks=[keep_state],
+        monitor="val_auroc",
     )
     assert isinstance(res, TrainResult)
     assert res.best_val_auroc > 0.9
@@ -145,6 +153,12 @@ def test_patience_none_never_stops_early_but_restores_best(task):
     train, val = task
     res = train_model(_fresh(), train, val, epochs=4, batch_size=64, patience=None)
     assert len(res.history) == 4 and not res.stopped_early
+    # The default monitor is the validation loss: the kept epoch has the lowest.
+    assert res.best_epoch == res.history["val_loss"].idxmin() + 1
+    assert res.best_val_auroc == res.history["val_auroc"].iloc[res.best_epoch - 1]
+    res = train_model(
+        _fresh(), train, val, epochs=4, batch_size=64, patience=None, monitor="val_auroc"
+    )
     assert res.best_val_auroc == res.history["val_auroc"].max()
 
 

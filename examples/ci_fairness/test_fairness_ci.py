@@ -1,6 +1,9 @@
 """Fairness gates for CI: run `pytest` in this folder (medaudit's plugin gives the fixtures).
 
-Each assertion fails with a table of groups, n, value and 95% CI, and the threshold.
+Each assertion fails with a table of groups, n, value and 95% CI, and the threshold. With
+``ci=True`` it decides as the report does: it fails when the CI lies beyond the threshold and
+raises ``FairnessInconclusiveError`` ("inconclusive: ... about N patients per group would
+decide it") when the CI straddles it.
 """
 
 import pytest

@@ -43,6 +43,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "policy",
     "synth",
     "check",
+    "attack",
+    "power",
+    "corrupt",
 )
 
 

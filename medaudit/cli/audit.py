@@ -16,7 +16,7 @@ from medaudit._errors import InvalidInputError
 from medaudit.cli._common import parse_list, read_policy, require_file
 from medaudit.cli.app import app
 
-__all__ = ["audit", "audit_checkpoint", "parse_setting_args"]
+__all__ = ["audit", "audit_checkpoint", "operating_point_settings", "parse_setting_args"]
 
 MSG_UNKNOWN_FLAG = "Unknown option {flag!r} for medaudit audit; audit options: {known}."
 MSG_FLAG_VALUE = "Option {flag!r} needs a value."
@@ -61,6 +61,21 @@ def parse_setting_args(args: list[str]) -> dict[str, Any]:
         else:
             full, setting = flags[flag]
             out[full] = setting.parse(value)
+    return out
+
+
+def operating_point_settings(
+    method: str | None, threshold: float | None, target: float | None
+) -> dict[str, Any]:
+    """The policy settings the operating-point flags of ``audit`` and ``check`` set."""
+    out: dict[str, Any] = {}
+    for key, value in (
+        ("operating_point", method),
+        ("operating_threshold", threshold),
+        ("target_sensitivity", target),
+    ):
+        if value is not None:
+            out[key] = value
     return out
 
 
@@ -205,10 +220,29 @@ def audit(
     workers: Annotated[
         int, typer.Option(min=0, help="Processes decoding images from disk (0: in-process).")
     ] = 0,
+    operating_point: Annotated[
+        str | None,
+        typer.Option(
+            "--operating-point",
+            help="fixed (--operating-threshold), youden or sensitivity (--target-sensitivity); "
+            "the latter two are chosen on --calibration-data.",
+        ),
+    ] = None,
+    operating_threshold: Annotated[
+        float | None,
+        typer.Option("--operating-threshold", help="Score >= this is positive (fixed point)."),
+    ] = None,
+    target_sensitivity: Annotated[
+        float | None,
+        typer.Option("--target-sensitivity", help="Sensitivity the operating point must reach."),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> int:
     """Audit a checkpoint: exit 0, 1 if a critical or major check fails, 2 on bad input."""
-    settings = parse_setting_args(list(ctx.args))
+    settings = {
+        **operating_point_settings(operating_point, operating_threshold, target_sensitivity),
+        **parse_setting_args(list(ctx.args)),
+    }
     report = audit_checkpoint(
         model,
         data,

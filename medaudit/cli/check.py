@@ -22,10 +22,13 @@ def check_predictions(
     *,
     policy: str | Path | None = None,
     sensitive: list[str] | None = None,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     intersections: bool = True,
     allow_single_class: bool = False,
     n_permutations: int = 1000,
+    operating_point: str | None = None,
+    target_sensitivity: float | None = None,
+    calibration: str | Path | None = None,
 ) -> Any:
     """Run the fairness audit on a predictions file; return the fairness ``Section``.
 
@@ -36,19 +39,28 @@ def check_predictions(
     from medaudit.fairness import fairness_section, read_predictions
     from medaudit.report import Policy
 
-    if not math.isfinite(threshold):
+    if threshold is not None and not math.isfinite(threshold):
         raise param_error("threshold", "check", "a finite float", threshold)
+    from medaudit.cli.audit import operating_point_settings
+    from medaudit.operating_point import operating_point_from_policy
+
     pol = Policy.from_toml(policy) if policy is not None else Policy.default()
+    op_settings = operating_point_settings(operating_point, threshold, target_sensitivity)
+    pol = pol.with_settings(op_settings)
     preds = read_predictions(predictions)
+    cal = read_predictions(calibration) if calibration is not None else None
     attrs = require_sensitive(preds.meta.columns, sensitive, source=str(predictions))
     if not allow_single_class:
         _refuse_single_class(preds, attrs, str(predictions))
+    op = operating_point_from_policy(preds, pol, cal) if preds.is_binary else None
     return fairness_section(
         preds,
         sensitive=attrs,
         policy=pol,
         intersections=intersections,
-        operating_threshold=threshold,
+        operating_threshold=float(pol.setting("operating_threshold")),
+        operating_point=op,
+        calibration=cal,
         n_permutations=n_permutations,
     )
 
@@ -125,8 +137,12 @@ def check(
         str, typer.Option("--format", help="Output on stdout: table or json.")
     ] = "table",
     threshold: Annotated[
-        float, typer.Option("--threshold", help="Operating threshold (score >= t is positive).")
-    ] = 0.5,
+        float | None,
+        typer.Option(
+            "--threshold",
+            help="Operating threshold, score >= t is positive (default: the policy's, 0.5).",
+        ),
+    ] = None,
     intersections: Annotated[
         bool, typer.Option("--intersections/--no-intersections", help="Audit attribute pairs.")
     ] = True,
@@ -137,6 +153,26 @@ def check(
             help="Report single-class groups as skipped instead of refusing the input.",
         ),
     ] = False,
+    operating_point: Annotated[
+        str | None,
+        typer.Option(
+            "--operating-point",
+            help="fixed (--threshold), youden or sensitivity (--target-sensitivity); the "
+            "latter two chosen on --calibration.",
+        ),
+    ] = None,
+    target_sensitivity: Annotated[
+        float | None,
+        typer.Option("--target-sensitivity", help="Sensitivity the operating point must reach."),
+    ] = None,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            "--calibration",
+            help="Predictions of a calibration split (not the audited rows): the youden or "
+            "sensitivity operating point is chosen there.",
+        ),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> int:
     """Audit subgroup fairness from a predictions file (no model needed)."""
@@ -153,6 +189,9 @@ def check(
         threshold=threshold,
         intersections=intersections,
         allow_single_class=allow_single_class,
+        operating_point=operating_point,
+        target_sensitivity=target_sensitivity,
+        calibration=calibration,
     )
     report = Report(
         sections=[section],

@@ -33,10 +33,11 @@ def _checks_to_junit() -> Any:
 
 def render_report(
     source: str | Path,
-    out: str | Path,
+    out: str | Path | None,
     *,
     junit: str | Path | None = None,
     include_identifiers: bool = False,
+    pdf: str | Path | None = None,
 ) -> bool:
     """Re-render ``source`` (an ``audit.json``) into ``out``/index.html and ``out``/audit.json.
 
@@ -53,6 +54,8 @@ def render_report(
         Also write the checks as JUnit XML here, for CI systems.
     include_identifiers : bool, default=False
         Show identifier columns and image paths in the page.
+    pdf : path, optional
+        Also print the page to this PDF through headless Chromium.
 
     Returns
     -------
@@ -62,6 +65,14 @@ def render_report(
     from medaudit.report import Check, atomic_write_text, dumps, load_audit_json, render_document
 
     doc = load_audit_json(source)
+    if out is None:
+        if pdf is None:
+            raise InvalidInputError("Give --out DIR, --pdf FILE, or both.")
+        html = render_document(doc, include_identifiers=include_identifiers)
+        from medaudit.report._pdf import html_to_pdf
+
+        html_to_pdf(html, pdf)
+        return bool(doc["passed"])
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise InvalidInputError(f"--out must be a folder, but {out_dir} is a file.")
@@ -77,6 +88,10 @@ def render_report(
     atomic_write_text(out_dir / "index.html", html)
     if junit is not None and junit_xml is not None:
         atomic_write_text(Path(junit), junit_xml)
+    if pdf is not None:
+        from medaudit.report._pdf import html_to_pdf
+
+        html_to_pdf(html, pdf)
     return bool(doc["passed"])
 
 
@@ -86,9 +101,9 @@ def report(
         Path, typer.Option("--from", help="The audit.json of an earlier audit.", show_default=False)
     ],
     out: Annotated[
-        Path,
+        Path | None,
         typer.Option("--out", help="Folder for index.html and audit.json.", show_default=False),
-    ],
+    ] = None,
     junit: Annotated[
         Path | None, typer.Option("--junit", help="Also write the checks as JUnit XML here.")
     ] = None,
@@ -98,11 +113,20 @@ def report(
             "--include-identifiers", help="Show patient/study ids and image paths in the page."
         ),
     ] = False,
+    pdf: Annotated[
+        Path | None,
+        typer.Option(
+            "--pdf", help="Also print the page to this PDF (needs headless Chromium installed)."
+        ),
+    ] = None,
 ) -> int:
     """Re-render a report from audit.json; exit 0 if it passed, 1 if a check failed."""
-    passed = render_report(source, out, junit=junit, include_identifiers=include_identifiers)
+    passed = render_report(
+        source, out, junit=junit, include_identifiers=include_identifiers, pdf=pdf
+    )
+    where = [str(p) for p in (out / "index.html" if out else None, pdf) if p is not None]
     typer.echo(
-        f"Report written to {out / 'index.html'}: "
-        + ("no check failed." if passed else "at least one check failed.")
+        f"Report written to {' and '.join(where)}: "
+        + ("no critical or major check failed." if passed else "at least one check failed.")
     )
     return 0 if passed else 1

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -11,7 +12,13 @@ from medaudit._errors import InvalidInputError
 from medaudit.cli._common import parse_list, require_file
 from medaudit.cli.app import app
 
-__all__ = ["train", "train_checkpoint"]
+__all__ = ["MSG_DP_DISENTANGLE", "train", "train_checkpoint"]
+
+MSG_DP_DISENTANGLE = (
+    "--disentangle cannot be combined with --dp: the adversary's gradients would reach the "
+    "model outside DP-SGD's per-sample clipping and noise, and the privacy ledger would not "
+    "cover them."
+)
 
 
 def train_checkpoint(
@@ -26,15 +33,21 @@ def train_checkpoint(
     seed: int = 0,
     device: str = "cpu",
     progress: bool = False,
+    dp: Mapping[str, Any] | None = None,
     disentangle: list[str] | None = None,
     disentangle_weight: float = 0.1,
 ) -> dict[str, float]:
     """Train on ``data`` (its train/val splits, or a patient split) and save to ``out``.
 
+    ``dp``: keyword arguments of :func:`medaudit.privacy.train_private` (train with
+    DP-SGD; the ledger is saved under the checkpoint's metadata key ``privacy``).
     ``disentangle`` names attribute columns to train out of the features (adversaries
-    behind a gradient-reversal layer, :func:`medaudit.shortcuts.disentangle_hooks`).
-    Returns the best epoch, its validation AUROC and ECE.
+    behind a gradient-reversal layer, :func:`medaudit.shortcuts.disentangle_hooks`); it
+    cannot be combined with ``dp``.
+    Returns the best epoch, its validation AUROC and ECE (and ε with ``dp``).
     """
+    if disentangle and dp is not None:
+        raise InvalidInputError(MSG_DP_DISENTANGLE)
     from medaudit.data import load_cohort, patient_split
     from medaudit.models import build_model, compute_normalization, save_checkpoint, train_model
 
@@ -54,11 +67,13 @@ def train_checkpoint(
     size = image_size or h
     mean, std = compute_normalization(train)
     model = build_model(arch, in_channels=c, num_classes=cohort.num_classes, random_state=seed)
-    hooks, extra = None, None
+    options: dict[str, Any] = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
+    options.update(image_size=size, in_channels=c, mean=mean, std=std, device=device)
+    ledger, extra = None, None
     if disentangle:  # adversaries remove these attributes from the features (issue 12)
         from medaudit.shortcuts import disentangle_hooks
 
-        hooks = disentangle_hooks(
+        options["hooks"] = disentangle_hooks(
             model,
             train,
             disentangle,
@@ -71,22 +86,13 @@ def train_checkpoint(
             seed=seed,
         ).hooks
         extra = {"disentangled": list(disentangle), "disentangle_weight": disentangle_weight}
-    result = train_model(
-        model,
-        train,
-        val,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        seed=seed,
-        image_size=size,
-        in_channels=c,
-        mean=mean,
-        std=std,
-        device=device,
-        progress=progress,
-        hooks=hooks,
-    )
+    if dp is None:
+        result = train_model(model, train, val, progress=progress, **options)
+    else:  # DP-SGD (medaudit.privacy); the ledger goes into the checkpoint's metadata
+        from medaudit.privacy import train_private
+
+        private = train_private(model, train, val, progress=progress, **dict(dp), **options)
+        result, ledger = private.training, private.ledger.to_dict()
     save_checkpoint(
         result.model,
         out,
@@ -98,12 +104,14 @@ def train_checkpoint(
         mean=mean,
         std=std,
         extra=extra,
+        privacy=ledger,
     )
     best = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0]
     return {
         "best_epoch": float(result.best_epoch),
         "best_val_auroc": float(result.best_val_auroc),
         "best_val_ece": float(best["val_ece"]),
+        **({} if ledger is None else {"epsilon": ledger["epsilon"], "delta": ledger["delta"]}),
     }
 
 
@@ -111,9 +119,14 @@ def train_checkpoint(
 def train(
     data: Annotated[Path, typer.Option("--data", help="Manifest CSV/Parquet or MedMNIST .npz.")],
     out: Annotated[Path, typer.Option("--out", help="Checkpoint to write (.safetensors).")],
-    arch: Annotated[str, typer.Option(help="Architecture from the zoo.")] = "small_cnn",
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            help="Architecture from the zoo [default: small_cnn; with --dp: small_cnn_dp]"
+        ),
+    ] = None,
     epochs: Annotated[
-        int, typer.Option(min=1, help="Maximum epochs (early stopping on val AUROC).")
+        int, typer.Option(min=1, help="Maximum epochs (early stopping on the validation loss).")
     ] = 10,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 64,
     lr: Annotated[float, typer.Option(min=0.0, help="AdamW learning rate.")] = 1e-3,
@@ -132,12 +145,22 @@ def train(
     disentangle_weight: Annotated[
         float, typer.Option(min=0.0, help="Final gradient-reversal strength (lambda).")
     ] = 0.1,
+    dp: Annotated[bool, typer.Option("--dp", help="Train with DP-SGD (Opacus).")] = False,
+    epsilon: Annotated[float | None, typer.Option(help="DP: target epsilon.")] = None,
+    delta: Annotated[float | None, typer.Option(help="DP: delta [default: <= 0.1/N].")] = None,
+    max_grad_norm: Annotated[float, typer.Option(help="DP: per-sample clipping norm.")] = 1.0,
+    accountant: Annotated[str, typer.Option(help="DP: accountant, prv or rdp.")] = "prv",
+    noise_multiplier: Annotated[
+        float | None, typer.Option(help="DP: noise multiplier (instead of --epsilon).")
+    ] = None,
 ) -> int:
     """Train a model; uses the manifest's train/val splits or makes a patient-grouped split."""
+    privacy = _dp_options(dp, epsilon, delta, max_grad_norm, accountant, noise_multiplier)
     res = train_checkpoint(
         data,
         out,
-        arch=arch,
+        arch=arch or ("small_cnn_dp" if dp else "small_cnn"),
+        dp=privacy,
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
@@ -151,5 +174,23 @@ def train(
     typer.echo(
         f"Saved {out} (best epoch {res['best_epoch']:.0f}, "
         f"validation AUROC {res['best_val_auroc']:.3f}, ECE {res['best_val_ece']:.3f})."
+        + (f" DP: epsilon {res['epsilon']:.3g} at delta {res['delta']:.1e}." if dp else "")
     )
     return 0
+
+
+def _dp_options(
+    dp: bool, epsilon: Any, delta: Any, max_grad_norm: float, accountant: str, sigma: Any
+) -> dict[str, Any] | None:
+    """``train_private`` keywords from the --dp flags; the DP flags need --dp."""
+    if not dp:
+        if epsilon is not None or delta is not None or sigma is not None:
+            raise InvalidInputError("--epsilon, --delta and --noise-multiplier need --dp.")
+        return None
+    return {
+        "target_epsilon": epsilon,
+        "target_delta": delta,
+        "noise_multiplier": sigma,
+        "max_grad_norm": max_grad_norm,
+        "accountant": accountant,
+    }

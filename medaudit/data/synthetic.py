@@ -162,7 +162,20 @@ def _check_unit(value: object, name: str, func: str = _FUNC) -> float:
     return float(value)
 
 
-def site_profiles(*, n_sites: int = 4, seed: int = 0) -> tuple[SiteProfile, ...]:
+def _check_range(value: object, name: str, func: str = _FUNC) -> tuple[float, float]:
+    """A (low, high) pair of floats in [0, 1] with low <= high."""
+    try:
+        lo, hi = (float(v) for v in value)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        lo, hi = float("nan"), float("nan")
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 <= lo <= hi <= 1.0):
+        raise param_error(name, func, "two floats (low, high) with 0 <= low <= high <= 1", value)
+    return lo, hi
+
+
+def site_profiles(
+    *, n_sites: int = 4, seed: int = 0, female_fraction: Sequence[float] = (0.30, 0.70)
+) -> tuple[SiteProfile, ...]:
     """The per-site prevalence, demographics and acquisition profiles for a seed.
 
     Each property is spread evenly over a fixed range across the sites and the spread is
@@ -174,6 +187,8 @@ def site_profiles(*, n_sites: int = 4, seed: int = 0) -> tuple[SiteProfile, ...]
         Number of hospitals, 1-26.
     seed : int
         Seed; the profiles used by :func:`generate_hospitals` with the same seed.
+    female_fraction : (float, float), default (0.30, 0.70)
+        Range over which the sites' share of female patients is spread.
 
     Returns
     -------
@@ -190,6 +205,7 @@ def site_profiles(*, n_sites: int = 4, seed: int = 0) -> tuple[SiteProfile, ...]
     """
     n = _check_int(n_sites, "n_sites", 1, MAX_SITES, "site_profiles")
     seed = _check_int(seed, "seed", 0, 2**63 - 1, "site_profiles")
+    female_lo, female_hi = _check_range(female_fraction, "female_fraction", "site_profiles")
     rng = _rng(seed, 0)
 
     def spread(lo: float, hi: float) -> np.ndarray:
@@ -197,7 +213,7 @@ def site_profiles(*, n_sites: int = 4, seed: int = 0) -> tuple[SiteProfile, ...]
         return np.round(rng.permutation(values), 4)
 
     prevalence = spread(0.15, 0.45)
-    female = spread(0.30, 0.70)
+    female = spread(female_lo, female_hi)
     age_mean = spread(42.0, 66.0)
     private = spread(-1.2, 1.2)
     noise = spread(0.015, 0.05)
@@ -235,6 +251,7 @@ def _site_table(
     heldout: bool,
     hard_subgroup: str | None,
     hard_factor: float,
+    lesion_amplitude: tuple[float, float],
     seed: int,
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Metadata of one site (one row per image) and the hidden rendering parameters."""
@@ -355,7 +372,7 @@ def _site_table(
             "acq_offset": profile.acq_offset,
         }
     )
-    base, per_grade = LESION_AMPLITUDE
+    base, per_grade = lesion_amplitude
     amp = (meta["lesion_contrast"].to_numpy() * (base + per_grade * meta["severity"].to_numpy()))[
         :, None
     ] * np.array([1.0, 0.85, 0.75, 0.7])
@@ -531,6 +548,23 @@ def _ramp_u8(a: np.ndarray) -> np.ndarray:
 # -- public API ----------------------------------------------------------------------------
 
 
+def _check_amplitude(value: object) -> tuple[float, float]:
+    try:
+        base, per_grade = (float(v) for v in value)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        base, per_grade = float("nan"), float("nan")
+    if not (math.isfinite(base) and math.isfinite(per_grade) and min(base, per_grade) >= 0) or (
+        base + 3 * per_grade > 1.0
+    ):
+        raise param_error(
+            "lesion_amplitude",
+            _FUNC,
+            "two floats (base, per_grade) >= 0 with base + 3 * per_grade <= 1",
+            value,
+        )
+    return base, per_grade
+
+
 def _validate(
     n_sites: Any,
     patients_per_site: Any,
@@ -541,6 +575,8 @@ def _validate(
     heldout_site: Any,
     split_fractions: Any,
     seed: Any,
+    lesion_amplitude: Any = LESION_AMPLITUDE,
+    female_fraction: Any = (0.30, 0.70),
 ) -> dict[str, Any]:
     n = _check_int(n_sites, "n_sites", 1, MAX_SITES)
     out: dict[str, Any] = {
@@ -551,6 +587,8 @@ def _validate(
         "hard_contrast_factor": _check_unit(hard_contrast_factor, "hard_contrast_factor"),
         "split_fractions": _check_fractions(split_fractions, _FUNC, "split_fractions"),
         "seed": _check_int(seed, "seed", 0, 2**63 - 1),
+        "female_fraction": _check_range(female_fraction, "female_fraction"),
+        "lesion_amplitude": _check_amplitude(lesion_amplitude),
     }
     if len(out["split_fractions"]) != 3:
         raise param_error(
@@ -592,6 +630,8 @@ def generate_hospitals(
     heldout_site: str | None = "last",
     split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
     seed: int = 0,
+    lesion_amplitude: Sequence[float] = LESION_AMPLITUDE,
+    female_fraction: Sequence[float] = (0.30, 0.70),
 ) -> Cohort:
     """Generate chest-radiograph-like images from several hospitals, with ground truth.
 
@@ -620,6 +660,13 @@ def generate_hospitals(
         stratified by the patient's max label).
     seed : int
         Same seed → identical images and metadata.
+    lesion_amplitude : (float, float), default (0.16, 0.06)
+        Peak lesion brightness, as a fraction of the intensity range, is
+        ``lesion_contrast * (base + per_grade * severity)``; a lower ``base`` makes
+        severity-1 lesions subtle for everyone.
+    female_fraction : (float, float), default (0.30, 0.70)
+        Range over which the sites' share of female patients is spread
+        (:func:`site_profiles`).
 
     Returns
     -------
@@ -658,6 +705,8 @@ def generate_hospitals(
         heldout_site=heldout_site,
         split_fractions=split_fractions,
         seed=seed,
+        lesion_amplitude=lesion_amplitude,
+        female_fraction=female_fraction,
     )
     return Cohort(meta, images=images, name="synthetic-hospitals")
 
@@ -666,7 +715,9 @@ def _generate(**kwargs: Any) -> tuple[pd.DataFrame, np.ndarray]:
     """Validated metadata and uint8 images (n, 1, H, W) of :func:`generate_hospitals`."""
     p = _validate(**kwargs)
     size = p["image_size"]
-    profiles = site_profiles(n_sites=p["n_sites"], seed=p["seed"])
+    profiles = site_profiles(
+        n_sites=p["n_sites"], seed=p["seed"], female_fraction=p["female_fraction"]
+    )
     metas, images = [], []
     for i, prof in enumerate(profiles):
         heldout = prof.name == p["heldout_site"]
@@ -679,6 +730,7 @@ def _generate(**kwargs: Any) -> tuple[pd.DataFrame, np.ndarray]:
             heldout=heldout,
             hard_subgroup=p["hard_subgroup"],
             hard_factor=p["hard_contrast_factor"],
+            lesion_amplitude=p["lesion_amplitude"],
             seed=p["seed"],
         )
         if heldout:

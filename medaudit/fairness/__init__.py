@@ -4,6 +4,7 @@ from medaudit.fairness._audit import SPEC, audit
 from medaudit.fairness._group import (
     GapResult,
     GroupMetrics,
+    GroupMetricsSettings,
     adjust_gap_pvalues,
     group_metrics,
     subgroup_gap,
@@ -13,6 +14,7 @@ from medaudit.fairness._io import predictions_from_frame, read_predictions
 from medaudit.fairness._metrics import (
     METRICS,
     MetricSpec,
+    calibration_error,
     expected_calibration_error,
     underdiagnosis_rate,
 )
@@ -25,9 +27,11 @@ __all__ = [
     "METRICS",
     "GapResult",
     "GroupMetrics",
+    "GroupMetricsSettings",
     "MetricSpec",
     "adjust_gap_pvalues",
     "audit",
+    "calibration_error",
     "continuous_association",
     "expected_calibration_error",
     "fairness_section",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from medaudit.fairness._section import CHECK_KINDS, PEARSON_THRESHOLD, fairness_section
+from medaudit.fairness._continuous import PEARSON_THRESHOLD
+from medaudit.fairness._section import CHECK_KINDS, fairness_section
+from medaudit.operating_point import operating_point_from_policy
 from medaudit.registry import AuditContext, AuditSpec, register_audit
 from medaudit.report import Section, Setting, Threshold
 
@@ -22,33 +24,18 @@ CHECKS["fairness.*.error_abs_pearson_r"] = Threshold(
 SETTINGS: tuple[Setting, ...] = (
     Setting("intersections", True, "Also audit each pair of attributes crossed.", "bool"),
     Setting(
-        "threshold",
-        "fixed",
-        "Operating point: 'fixed' (operating_threshold), 'youden' or 'sensitivity' "
-        "(target_sensitivity), the latter two chosen on the calibration split.",
+        "p_method",
+        "bootstrap",
+        "Gap p-values: 'bootstrap' (the test dual to the gap's simultaneous CI) or "
+        "'permutation' (group labels permuted among patients).",
         "str",
-        choices=("fixed", "youden", "sensitivity"),
-    ),
-    Setting(
-        "operating_threshold",
-        0.5,
-        "Score at or above which an image is called positive (threshold = 'fixed').",
-        "float",
-        minimum=0.0,
-        maximum=1.0,
-    ),
-    Setting(
-        "target_sensitivity",
-        0.9,
-        "Sensitivity the operating point must reach (threshold = 'sensitivity').",
-        "float",
-        minimum=0.0,
-        maximum=1.0,
+        choices=("bootstrap", "permutation", "none"),
     ),
     Setting(
         "n_permutations",
         1000,
-        "Permutations behind each gap's p-value.",
+        "Permutations behind each gap's p-value (p_method = 'permutation'; at least, raised "
+        "to 200 per primary test so that an adjusted p-value below 0.01 can be reached).",
         "int",
         minimum=1,
     ),
@@ -85,18 +72,21 @@ def audit(ctx: AuditContext) -> Section:
             ],
         )
     cont = ctx.setting("fairness.continuous")
+    op = None
+    if ctx.predictions.is_binary:
+        op = operating_point_from_policy(ctx.predictions, ctx.policy, ctx.calibration)
     return fairness_section(
         ctx.predictions,
         sensitive=ctx.sensitive,
         policy=ctx.policy,
         intersections=bool(ctx.setting("fairness.intersections")),
-        threshold=ctx.setting("fairness.threshold"),
-        operating_threshold=float(ctx.setting("fairness.operating_threshold")),
-        target_sensitivity=float(ctx.setting("fairness.target_sensitivity")),
+        operating_point=op,
+        operating_threshold=float(ctx.setting("operating_threshold")),
         continuous=tuple(c for c in cont if c in ctx.predictions.meta.columns),
         calibration=ctx.calibration,
         p_adjust=ctx.setting("fairness.p_adjust"),
         n_permutations=int(ctx.setting("fairness.n_permutations")),
+        p_method=ctx.setting("fairness.p_method"),
     )
 
 

@@ -17,7 +17,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from medaudit.fairness._metrics import expected_calibration_error
+from medaudit.fairness._metrics import calibration_error
 
 __all__ = ["metricframe", "metricframe_metrics"]
 
@@ -27,6 +27,8 @@ def _prevalence(y_true: Any, y_pred: Any) -> float:
 
 
 def _auroc(y_true: Any, y_pred: Any, y_score: Any) -> float:
+    if len(np.unique(np.asarray(y_true))) < 2:  # a one-class group (kept with include_skipped)
+        return float("nan")
     return float(roc_auc_score(y_true, y_score))
 
 
@@ -48,8 +50,8 @@ def metricframe_metrics(
     """
     from fairlearn import metrics as fm
 
-    def _ece(y_true: Any, y_pred: Any, y_score: Any) -> float:
-        return expected_calibration_error(y_true, y_score, n_bins=n_bins)
+    def _ece(y_true: Any, y_pred: Any, y_score: Any, clusters: Any = None) -> float:
+        return calibration_error(y_true, y_score, n_bins=n_bins, clusters=clusters)
 
     return {
         "count": fm.count,
@@ -77,6 +79,7 @@ def metricframe(
     n_bins: int = 10,
     underdiagnosis: str = "false_negative_rate",
     metrics: list[str] | None = None,
+    clusters: np.ndarray | None = None,
     **kwargs: Any,
 ) -> Any:
     """A ``fairlearn.metrics.MetricFrame`` with medaudit's metrics on binary data.
@@ -90,6 +93,8 @@ def metricframe(
         ``y_pred = y_score >= threshold``.
     metrics : list of str, optional
         A subset of the metric names (default all).
+    clusters : ndarray of shape (n_samples,), optional
+        Patient ids, for the debiased ECE's variance (as medaudit computes it).
     **kwargs
         Passed to ``MetricFrame`` (``n_boot``, ``ci_quantiles``, ``random_state``, ...).
     """
@@ -100,7 +105,11 @@ def metricframe(
         funcs = {k: funcs[k] for k in metrics}
     y = np.asarray(y_true).astype(int)
     s = np.asarray(y_score, dtype=np.float64)
-    params = {k: {"y_score": s} for k in ("auroc", "brier_score", "ece") if k in funcs}
+    params: dict[str, dict[str, Any]] = {
+        k: {"y_score": s} for k in ("auroc", "brier_score", "ece") if k in funcs
+    }
+    if clusters is not None and "ece" in params:
+        params["ece"]["clusters"] = np.asarray(clusters)
     return MetricFrame(
         metrics=funcs,
         y_true=y,

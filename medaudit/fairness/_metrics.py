@@ -11,12 +11,13 @@ from dataclasses import dataclass
 
 from numpy.typing import ArrayLike
 
-from medaudit.stats import expected_calibration_error
+from medaudit.stats import calibration_error, expected_calibration_error
 
 __all__ = [
     "GAP_METRICS",
     "METRICS",
     "MetricSpec",
+    "calibration_error",
     "expected_calibration_error",
     "metric_spec",
     "underdiagnosis_rate",
@@ -40,6 +41,16 @@ class MetricSpec:
         The scikit-learn / Fairlearn function that computes the same number.
     description : str
         One line in words.
+    conditions_on_class : bool
+        True for metrics computed within one class (AUROC, sensitivity, specificity):
+        the bootstrap then keeps each group's class profile; False for metrics that
+        depend on the prevalence (PPV, selection rate, Brier score, ECE), whose bootstrap
+        lets the class mix vary.
+    interval : {"proportion", "logit", "ece", "none"}
+        How its CI is read from the bootstrap (see
+        :func:`medaudit.stats.pseudo_replicates`): Wilson with a bootstrap design effect
+        for rates, the basic interval on the logit scale for AUROC, balanced accuracy
+        and Brier score, the debiased ECE's own interval, none for counts.
     """
 
     name: str
@@ -47,12 +58,16 @@ class MetricSpec:
     higher_is_better: bool | None
     reference: str
     description: str
+    conditions_on_class: bool = False
+    interval: str = "proportion"
 
 
 METRICS: dict[str, MetricSpec] = {
     m.name: m
     for m in (
-        MetricSpec("count", "n", None, "fairlearn.metrics.count", "number of images"),
+        MetricSpec(
+            "count", "n", None, "fairlearn.metrics.count", "number of images", interval="none"
+        ),
         MetricSpec(
             "prevalence", "prevalence", None, "numpy.mean(y_true)", "fraction with the finding"
         ),
@@ -62,6 +77,8 @@ METRICS: dict[str, MetricSpec] = {
             True,
             "sklearn.metrics.roc_auc_score",
             "area under the ROC curve (ranking quality, threshold-free)",
+            conditions_on_class=True,
+            interval="logit",
         ),
         MetricSpec(
             "true_positive_rate",
@@ -69,6 +86,7 @@ METRICS: dict[str, MetricSpec] = {
             True,
             "fairlearn.metrics.true_positive_rate",
             "fraction of patients with the finding who are flagged",
+            conditions_on_class=True,
         ),
         MetricSpec(
             "true_negative_rate",
@@ -76,6 +94,7 @@ METRICS: dict[str, MetricSpec] = {
             True,
             "fairlearn.metrics.true_negative_rate",
             "fraction of patients without the finding who are not flagged",
+            conditions_on_class=True,
         ),
         MetricSpec(
             "false_positive_rate",
@@ -83,6 +102,7 @@ METRICS: dict[str, MetricSpec] = {
             False,
             "fairlearn.metrics.false_positive_rate",
             "fraction of patients without the finding who are flagged",
+            conditions_on_class=True,
         ),
         MetricSpec(
             "false_negative_rate",
@@ -90,6 +110,7 @@ METRICS: dict[str, MetricSpec] = {
             False,
             "fairlearn.metrics.false_negative_rate",
             "fraction of patients with the finding who are missed",
+            conditions_on_class=True,
         ),
         MetricSpec(
             "ppv",
@@ -111,6 +132,8 @@ METRICS: dict[str, MetricSpec] = {
             True,
             "sklearn.metrics.balanced_accuracy_score",
             "mean of sensitivity and specificity",
+            conditions_on_class=True,
+            interval="logit",
         ),
         MetricSpec(
             "brier_score",
@@ -118,13 +141,16 @@ METRICS: dict[str, MetricSpec] = {
             False,
             "sklearn.metrics.brier_score_loss",
             "mean squared error of the predicted probability",
+            interval="logit",
         ),
         MetricSpec(
             "ece",
             "ECE",
             False,
-            "10 equal-width bins, sum of |mean score - observed rate| weighted by bin size",
-            "expected calibration error",
+            "medaudit.stats.calibration_error (10 equal-width bins; Guo et al.'s binned "
+            "ECE in root-mean-square form, with each bin's bias removed)",
+            "root-mean-square calibration error, debiased (Kumar et al. 2019)",
+            interval="ece",
         ),
         MetricSpec(
             "underdiagnosis_rate",
@@ -132,6 +158,7 @@ METRICS: dict[str, MetricSpec] = {
             False,
             "false negative rate of the finding (false positive rate of 'no finding')",
             "fraction of patients with a finding who are predicted 'no finding'",
+            conditions_on_class=True,
         ),
     )
 }

@@ -1,4 +1,10 @@
-"""The fairness audit as a report :class:`~medaudit.report.Section`."""
+"""The fairness audit as a report :class:`~medaudit.report.Section`.
+
+:func:`fairness_section` runs :func:`~medaudit.fairness.group_metrics` once and hands its
+result to one function per part of the section: the checks (with the p-values corrected
+in two pre-specified families), the continuous attributes, the analysis within sites, the
+mitigation suggestion, the figures, the root causes and the methods text.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +17,16 @@ import numpy as np
 import pandas as pd
 
 from medaudit._errors import InvalidInputError, param_error
+from medaudit.fairness._continuous import (
+    continuous_association,
+    continuous_checks,
+)
 from medaudit.fairness._group import GroupMetrics, group_metrics
 from medaudit.fairness._metrics import METRICS
-from medaudit.fairness._thresholds import sensitivity_threshold, youden_threshold
 from medaudit.inference import Predictions
+from medaudit.operating_point import OperatingPoint, choose_operating_point, extreme_selection
 from medaudit.report import Check, Policy, Section, Threshold
+from medaudit.report._format import format_p_value
 
 __all__ = ["CHECK_KINDS", "continuous_association", "fairness_section"]
 
@@ -38,6 +49,8 @@ REFERENCES = [
     "Biol 9(1), 2010.",
     "Holm S. A simple sequentially rejective multiple test procedure. Scand J Stat "
     "6(2):65-70, 1979.",
+    "Bickel PJ, Hammel EA, O'Connell JW. Sex bias in graduate admissions: data from "
+    "Berkeley. Science 187:398-404, 1975 (Simpson's paradox).",
 ]
 
 # (gap metric, gap kind) -> (check suffix, built-in threshold, words, advice)
@@ -58,6 +71,23 @@ CHECK_KINDS: dict[str, tuple[str, str, Threshold, str, str]] = {
         "AUROC of the worst group",
         "Performance in {worst} may be too low for clinical use; validate on more cases "
         "from that group before deployment.",
+    ),
+    "fnr_gap": (
+        "false_negative_rate",
+        "difference",
+        Threshold("<=", 0.05, "major"),
+        "False-negative-rate gap between groups (diseased patients missed)",
+        "Diseased patients in {worst} are missed more often. Do not deploy one threshold "
+        "for every group without review: compare the mitigation options below, collect "
+        "and up-weight cases from that group, and review negatives in it clinically.",
+    ),
+    "worst_group_sensitivity": (
+        "true_positive_rate",
+        "worst_group",
+        Threshold(">=", 0.80, "major"),
+        "Sensitivity of the worst group",
+        "The model misses too many diseased patients in {worst}; validate and improve "
+        "sensitivity in that group before clinical use.",
     ),
     "underdiagnosis_gap": (
         "underdiagnosis_rate",
@@ -93,79 +123,6 @@ CHECK_KINDS: dict[str, tuple[str, str, Threshold, str, str]] = {
         "a calibration split or report calibration per group.",
     ),
 }
-PEARSON_THRESHOLD = Threshold("<=", 0.10, "minor")
-
-
-def continuous_association(
-    values: np.ndarray,
-    y_true: np.ndarray,
-    y_score: np.ndarray,
-    *,
-    attribute: str,
-    confidence: float = 0.95,
-) -> pd.DataFrame:
-    """Pearson r between a continuous attribute (age) and the score / absolute error.
-
-    Rows with a missing attribute are dropped. The CI is Fisher's z interval.
-
-    Returns
-    -------
-    DataFrame
-        ``attribute, target, n, r, ci_low, ci_high, p_value, status, reason`` with targets
-        ``score`` and ``absolute_error`` (``|y - score|``).
-
-    Examples
-    --------
-    >>> age = np.arange(100.0)
-    >>> t = continuous_association(age, age % 2, age / 100, attribute="age")
-    >>> t.loc[0, "target"], int(t.loc[0, "n"]), round(float(t.loc[0, "r"]), 6)
-    ('score', 100, 1.0)
-    """
-    from scipy import stats
-
-    x = np.asarray(values, dtype=np.float64)
-    ok = np.isfinite(x)
-    x = x[ok]
-    y = np.asarray(y_true, dtype=np.float64)[ok]
-    s = np.asarray(y_score, dtype=np.float64)[ok]
-    rows = []
-    for target, v in (("score", s), ("absolute_error", np.abs(y - s))):
-        row: dict[str, Any] = {"attribute": attribute, "target": target, "n": int(len(x))}
-        if len(x) < 3 or np.ptp(x) == 0 or np.ptp(v) == 0:
-            row.update(
-                r=math.nan,
-                ci_low=math.nan,
-                ci_high=math.nan,
-                p_value=math.nan,
-                status="skipped",
-                reason="fewer than 3 rows or a constant variable",
-            )
-        else:
-            res = stats.pearsonr(x, v)
-            ci = res.confidence_interval(confidence_level=confidence)
-            row.update(
-                r=float(res.statistic),
-                ci_low=float(ci.low),
-                ci_high=float(ci.high),
-                p_value=float(res.pvalue),
-                status="ok",
-                reason="",
-            )
-        rows.append(row)
-    return pd.DataFrame(
-        rows,
-        columns=[
-            "attribute",
-            "target",
-            "n",
-            "r",
-            "ci_low",
-            "ci_high",
-            "p_value",
-            "status",
-            "reason",
-        ],
-    )
 
 
 def _task_arrays(p: Predictions) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
@@ -174,44 +131,81 @@ def _task_arrays(p: Predictions) -> tuple[np.ndarray, np.ndarray, list[str] | No
     return p.labels, p.scores, list(p.class_names)
 
 
-def _choose_threshold(
+def _operating_point(
     mode: str,
     operating: float,
     target: float,
     p: Predictions,
     calibration: Predictions | None,
     notes: list[str],
-) -> float:
-    if mode == "fixed":
-        return float(operating)
-    if not p.is_binary:
+) -> OperatingPoint:
+    if mode != "fixed" and not p.is_binary:
         raise param_error("threshold", "fairness_section", "'fixed' for a multiclass model", mode)
-    src = calibration if calibration is not None else p
-    if calibration is None:
+    if mode == "fixed":
+        return choose_operating_point([], [], method="fixed", threshold=operating)
+    cal = None if calibration is None else (calibration.labels, calibration.score)
+    op = choose_operating_point(
+        p.labels, p.score, method=mode, threshold=operating, target_sensitivity=target,
+        calibration=cal,
+    )  # fmt: skip
+    _operating_notes(op, notes)
+    return op
+
+
+def _operating_notes(op: OperatingPoint, notes: list[str]) -> None:
+    if op.method == "fixed":
+        return
+    if op.on_audited_data:
         notes.append(
-            f"The {mode} threshold was chosen on the evaluated data itself (no calibration "
-            "split given), which flatters every threshold metric."
+            f"The {op.method} threshold was chosen on the evaluated data itself (no "
+            "calibration split given), which flatters every threshold metric."
         )
-    split = "calibration" if calibration is not None else "evaluated"
-    if mode == "youden":
-        thr = youden_threshold(src.labels, src.score)
-        notes.append(f"Operating threshold {thr:.4g}: Youden's J on the {split} split.")
-    else:
-        thr = sensitivity_threshold(src.labels, src.score, target=target)
-        notes.append(
-            f"Operating threshold {thr:.4g}: sensitivity >= {target:g} on the {split} split."
-        )
-    return thr
+    how = "Youden's J" if op.method == "youden" else f"sensitivity >= {op.target_sensitivity:g}"
+    split = "calibration" if not op.on_audited_data else "evaluated"
+    notes.append(f"Operating threshold {op.threshold:.4g}: {how} on the {split} split.")
 
 
 def _check_id(attr: str, cls: str, suffix: str, multiclass: bool) -> str:
     return f"fairness.{attr}.{cls}.{suffix}" if multiclass else f"fairness.{attr}.{suffix}"
 
 
-def _checks(gm: GroupMetrics, policy: Policy) -> list[Check]:
+# Checks whose value depends on the operating threshold (meaningless when it flags every
+# image or none).
+THRESHOLD_CHECKS = frozenset(
+    {
+        "fnr_gap",
+        "worst_group_sensitivity",
+        "underdiagnosis_gap",
+        "equalized_odds_difference",
+        "demographic_parity_difference",
+    }
+)
+# Primary family of the multiple-testing correction: the AUROC and false-negative-rate
+# gaps of each attribute given (not the intersections). Pre-specified, so that the gaps a
+# clinical safety officer asks about first are not diluted by every exploratory test.
+PRIMARY_CHECKS = ("auroc_gap", "fnr_gap")
+# Permutations per primary test: with m primary tests, B >= PERMUTATIONS_PER_TEST * m
+# makes the smallest Holm-adjusted p-value m / (B + 1) <= 0.005 reachable.
+PERMUTATIONS_PER_TEST = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckInfo:
+    """Where a fairness check comes from: attribute, class, kind and its gap row."""
+
+    attribute: str
+    class_name: str
+    suffix: str
+    row: pd.Series | None
+
+
+def _checks(
+    gm: GroupMetrics, policy: Policy, extreme: str | None
+) -> tuple[list[Check], dict[str, CheckInfo]]:
     multiclass = len(gm.class_names) > 1
     g = gm.gaps
     out: list[Check] = []
+    info: dict[str, CheckInfo] = {}
     for attr in gm.attributes:
         for cls in gm.class_names:
             for suffix, (metric, kind, default, words, advice) in CHECK_KINDS.items():
@@ -226,6 +220,7 @@ def _checks(gm: GroupMetrics, policy: Policy) -> list[Check]:
                 if row.empty or row.iloc[0]["status"] == "skipped":
                     reason = row.iloc[0]["reason"] if not row.empty else "not computed"
                     out.append(policy.skipped(cid, desc, reason or "not computed"))
+                    info[cid] = CheckInfo(attr, cls, suffix, None)
                     continue
                 r = row.iloc[0]
                 if kind == "difference" and r["group_high"]:
@@ -240,30 +235,107 @@ def _checks(gm: GroupMetrics, policy: Policy) -> list[Check]:
                     advice=advice.format(worst=r["worst_group"] or "one group"),
                     default=default,
                 )
-                reason = "; ".join(x for x in (chk.reason, _verdict_reason(chk, r, gm)) if x)
-                out.append(dataclasses.replace(chk, reason=reason))
+                chk = _judge_calibration(chk, r, gm)
+                if extreme is not None and suffix in THRESHOLD_CHECKS:
+                    chk = dataclasses.replace(
+                        chk,
+                        status="inconclusive",
+                        reason=f"the operating point flags {extreme} image, so this rate "
+                        "says nothing about the model",
+                    )
+                out.append(chk)
+                info[cid] = CheckInfo(attr, cls, suffix, r)
+    return out, info
+
+
+def _p_families(
+    checks: list[Check], info: dict[str, CheckInfo], gm: GroupMetrics, base: Sequence[str]
+) -> dict[str, tuple[float, str, int]]:
+    """Adjusted p-value, family and family size of each reported gap check.
+
+    Two families, each adjusted with ``gm.p_adjust``: the primary one (AUROC and FNR gaps
+    of the attributes given) and the secondary one (every other gap check reported,
+    intersections included). A test behind two checks (the FNR and underdiagnosis gaps of
+    a binary model test the same TPR difference) counts once.
+    """
+    from medaudit.stats import adjust_pvalues
+
+    tests: dict[tuple[str, str, str], tuple[float, str]] = {}
+    owner: dict[str, tuple[str, str, str]] = {}
+    for c in checks:
+        ci = info.get(c.id)
+        if ci is None or ci.row is None or c.status == "skipped":
+            continue
+        p_raw, src = ci.row.get("p_value", math.nan), str(ci.row.get("p_from", "") or "")
+        if not (isinstance(p_raw, float) and math.isfinite(p_raw)) or not src:
+            continue
+        key = (ci.attribute, ci.class_name, src)
+        family = "primary" if ci.suffix in PRIMARY_CHECKS and ci.attribute in base else "secondary"
+        old = tests.get(key)
+        if old is None or family == "primary":
+            tests[key] = (float(p_raw), family)
+        owner[c.id] = key
+    adjusted: dict[tuple[str, str, str], tuple[float, str, int]] = {}
+    for fam in ("primary", "secondary"):
+        keys = [k for k, (_, f) in tests.items() if f == fam]
+        if keys:
+            adj = adjust_pvalues(np.array([tests[k][0] for k in keys]), gm.p_adjust)
+            adjusted.update({k: (float(a), fam, len(keys)) for k, a in zip(keys, adj, strict=True)})
+    return {cid: adjusted[k] for cid, k in owner.items() if k in adjusted}
+
+
+def _with_p_values(
+    checks: list[Check], families: dict[str, tuple[float, str, int]], gm: GroupMetrics
+) -> list[Check]:
+    out = []
+    for c in checks:
+        if c.id in families:
+            p, fam, m = families[c.id]
+            how = "" if gm.p_adjust == "none" else f", {_ADJUST_WORDS[gm.p_adjust]} across the "
+            test = "permutation" if gm.p_method == "permutation" else "bootstrap"
+            text = f"{test} p {_p_text(p)}{how}{fam} family of {m}" if how else (
+                f"{test} p {_p_text(p)} (not adjusted)"
+            )  # fmt: skip
+            c = dataclasses.replace(c, reason="; ".join(x for x in (c.reason, text) if x))
+        out.append(c)
     return out
 
 
-def _verdict_reason(chk: Check, r: pd.Series, gm: GroupMetrics) -> str:
-    # Whether the CI excludes the threshold is stated by the report for every check
-    # (Check.ci_excludes_threshold); the reason adds what only this audit knows.
-    parts = []
-    p = r.get("p_adjusted", math.nan)
-    if isinstance(p, float) and math.isfinite(p):
-        parts.append(f"permutation p = {p:.3g} ({gm.p_adjust}-adjusted)")
-    return "; ".join(x for x in parts if x)
+_ADJUST_WORDS = {"holm": "Holm-adjusted", "bh": "Benjamini-Hochberg-adjusted"}
+
+
+def _p_text(p: float) -> str:
+    shown = format_p_value(p)
+    return shown if shown.startswith("<") else f"= {shown}"
+
+
+def _judge_calibration(chk: Check, r: pd.Series, gm: GroupMetrics) -> Check:
+    """A calibration gap is judged on the test whose null is "every group is calibrated".
+
+    An ECE gap whose CI straddles the threshold while no group is shown miscalibrated
+    is no finding: the check passes, saying why (a calibrated model then warns in at
+    most 1 - confidence of audits, whatever the group sizes).
+    """
+    p = r.get("calibration_p", math.nan)
+    alpha = 1 - gm.confidence
+    if r["metric"] != "ece" or chk.status != "inconclusive" or not (p > alpha):
+        return chk
+    return dataclasses.replace(
+        chk,
+        status="pass",
+        reason=f"no group is shown to be miscalibrated (test of calibration, p = {p:.2g} "
+        "Bonferroni-adjusted over the groups)",
+    )
 
 
 def _groups_table(gm: GroupMetrics, attr: str) -> pd.DataFrame:
     keep = [
         "auroc",
         "true_positive_rate",
+        "false_negative_rate",
         "false_positive_rate",
         "ppv",
-        "underdiagnosis_rate",
         "selection_rate",
-        "brier_score",
         "ece",
     ]
     frames = []
@@ -279,6 +351,34 @@ def _groups_table(gm: GroupMetrics, attr: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def _overall_table(gm: GroupMetrics) -> pd.DataFrame:
+    t = gm.overall.copy()
+    # A count is not estimated: it carries no interval.
+    t.loc[t["metric"] == "count", ["ci_low", "ci_high"]] = math.nan
+    return t
+
+
+def _gaps_table(gm: GroupMetrics, families: dict[str, tuple[float, str, int]]) -> pd.DataFrame:
+    g = gm.gaps
+    keep = (g["kind"].isin(["difference", "equity_scaled"])) | (
+        (g["kind"] == "worst_group") & (g["metric"].isin(["auroc", "true_positive_rate"]))
+    )
+    t = g[keep].reset_index(drop=True)
+    cols = [c for c in t.columns if c not in ("tested", "p_from", "p_adjusted")]
+    return t[cols].rename(columns={"p_value": "p_value_unadjusted"})
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    intersections: bool
+    mitigation: str | None
+    p_adjust: str
+    n_permutations: int
+    p_method: str
+    figures: bool
+    continuous: tuple[str, ...]
+
+
 def fairness_section(
     predictions: Predictions,
     *,
@@ -289,10 +389,12 @@ def fairness_section(
     operating_threshold: float = 0.5,
     target_sensitivity: float = 0.9,
     calibration: Predictions | None = None,
+    operating_point: OperatingPoint | None = None,
     continuous: Sequence[str] = ("age",),
     mitigation: str | None = "equalized_odds",
     p_adjust: str = "holm",
     n_permutations: int = 1000,
+    p_method: str = "bootstrap",
     figures: bool = True,
 ) -> Section:
     """Audit subgroup performance and return the report's ``fairness`` section.
@@ -318,6 +420,9 @@ def fairness_section(
     calibration : Predictions, optional
         A calibration split: used to choose the threshold and to fit the mitigation
         suggestion.
+    operating_point : OperatingPoint, optional
+        An operating point chosen already (the one the performance audit uses);
+        overrides ``threshold``, ``operating_threshold`` and ``target_sensitivity``.
     continuous : sequence of str
         Continuous attributes for Pearson r with the score and the error (skipped with a
         note when absent).
@@ -325,8 +430,12 @@ def fairness_section(
         Constraint of the ThresholdOptimizer suggestion (needs ``calibration``).
     p_adjust : {"holm", "bh", "none"}
     n_permutations : int
+        At least this many permutations per test; raised when needed so that the
+        smallest adjusted p-value of the primary family can fall below 0.01.
+    p_method : {"bootstrap", "permutation", "none"}
+        Gap p-values: the test dual to the gap's CI, or a permutation test of patients.
     figures : bool
-        Draw the ROC curves and the forest plot.
+        Draw the figures.
 
     Returns
     -------
@@ -357,191 +466,271 @@ def fairness_section(
             MSG_MISSING_ATTR.format(missing=missing, available=", ".join(map(str, meta.columns)))
         )
     policy = policy or Policy.default()
-    notes: list[str] = []
-    thr = _choose_threshold(
-        threshold, operating_threshold, target_sensitivity, predictions, calibration, notes
+    opts = _Options(
+        intersections, mitigation, p_adjust, n_permutations, p_method, figures, tuple(continuous)
     )
+    notes: list[str] = []
+    if operating_point is None:
+        operating_point = _operating_point(
+            threshold, operating_threshold, target_sensitivity, predictions, calibration, notes
+        )
+    else:
+        _operating_notes(operating_point, notes)
+    return _build(predictions, sensitive, policy, opts, operating_point, calibration, notes)
+
+
+def _n_permutations(requested: int, n_attributes: int, n_classes: int) -> int:
+    if requested <= 0:
+        return requested
+    m = len(PRIMARY_CHECKS) * n_attributes * n_classes
+    return max(requested, PERMUTATIONS_PER_TEST * m)
+
+
+def _build(
+    predictions: Predictions,
+    sensitive: list[str],
+    policy: Policy,
+    opts: _Options,
+    op: OperatingPoint,
+    calibration: Predictions | None,
+    notes: list[str],
+) -> Section:
+    from medaudit.fairness._causes import root_causes
+    from medaudit.fairness._sites import within_site_analysis
+
+    meta = predictions.meta
+    thr = op.threshold
     y, s, class_names = _task_arrays(predictions)
     pid = meta["patient_id"].to_numpy() if "patient_id" in meta.columns else None
+    n_perm = _n_permutations(opts.n_permutations, len(sensitive), len(class_names or [1]))
     gm = group_metrics(
         y,
         s,
         groups=meta[sensitive],
         threshold=thr,
         patient_id=pid,
-        intersections=intersections and len(sensitive) > 1,
+        intersections=opts.intersections and len(sensitive) > 1,
         class_names=class_names,
         n_boot=int(policy.setting("n_bootstrap")),
         confidence=float(policy.setting("confidence")),
-        n_permutations=n_permutations,
-        p_adjust=p_adjust,
+        n_permutations=n_perm,
+        p_method=opts.p_method,
+        p_adjust=opts.p_adjust,
+        # The stats-side adjustment (p_adjusted) covers the gaps the checks report; the
+        # report's two families (_p_families) are what the checks print.
+        p_family=tuple(m for m, k, *_ in CHECK_KINDS.values() if k == "difference"),
         min_group_size=int(policy.setting("min_group_size")),
         min_class_count=int(policy.setting("min_class_count")),
         random_state=int(policy.setting("seed")),
     )
     notes += list(gm.notes)
-    checks = _checks(gm, policy)
-    tables: dict[str, pd.DataFrame] = {"overall": gm.overall.copy()}
+    extreme = None
+    if predictions.is_binary:
+        extreme = extreme_selection(float((predictions.score >= thr).mean()))
+        if extreme is not None:
+            notes.append(
+                f"The operating threshold {thr:.4g} flags {extreme} image: every error-rate "
+                "gap below describes the threshold, not the model. Choose an operating point "
+                "on a calibration split (policy setting operating_point)."
+            )
+    checks, info = _checks(gm, policy, extreme)
+    families = _p_families(checks, info, gm, sensitive)
+    checks = _with_p_values(checks, families, gm)
+    tables: dict[str, pd.DataFrame] = {"overall": _overall_table(gm)}
+    titles = {"overall": "All audited images: every fairness metric with its CI"}
     for attr in gm.attributes:
         tables[f"groups_{attr}"] = _groups_table(gm, attr)
-    gaps = gm.gaps
-    keep = (gaps["kind"].isin(["difference", "equity_scaled"])) | (
-        (gaps["kind"] == "worst_group") & (gaps["metric"] == "auroc")
+        titles[f"groups_{attr}"] = f"Metrics per {attr.replace('&', ' × ')} group"
+    tables["gaps"] = _gaps_table(gm, families)
+    titles["gaps"] = "Every gap between groups, with CIs and unadjusted p-values"
+    cont_checks, cont_table = continuous_checks(meta, y, s, gm, policy, opts.continuous, notes)
+    checks += cont_checks
+    if cont_table is not None:
+        tables["continuous"] = cont_table
+        titles["continuous"] = "Continuous attributes: Pearson r with the score and the error"
+    sites = (
+        within_site_analysis(predictions, sensitive, gm, policy, thr)
+        if predictions.is_binary
+        else None
     )
-    tables["gaps"] = gaps[keep].reset_index(drop=True)
-
-    # Continuous attributes: Pearson r with the score and with the error.
-    cont_frames = []
-    for col in continuous:
-        if col not in meta.columns:
-            notes.append(f"No {col!r} column: Pearson r with {col} not computed.")
-            continue
-        if not pd.api.types.is_numeric_dtype(meta[col]):
-            notes.append(f"Column {col!r} is not numeric: Pearson r not computed.")
-            continue
-        for cls_i, cls in enumerate(gm.class_names):
-            yy = (
-                (y == (cls_i if len(gm.class_names) > 1 else 1)).astype(float)
-                if np.ndim(y) == 1
-                else y[:, cls_i]
-            )
-            ss = s if np.ndim(s) == 1 else s[:, cls_i]
-            t = continuous_association(
-                meta[col].to_numpy(dtype=np.float64, na_value=np.nan),
-                yy,
-                ss,
-                attribute=col,
-                confidence=float(policy.setting("confidence")),
-            )
-            t.insert(1, "class", cls)
-            cont_frames.append(t)
-            err = t[t["target"] == "absolute_error"].iloc[0]
-            cid = _check_id(col, cls, "error_abs_pearson_r", len(gm.class_names) > 1)
-            desc = f"|Pearson r| between {col} and the absolute error" + (
-                f" ({cls})" if len(gm.class_names) > 1 else ""
-            )
-            if err["status"] == "skipped":
-                checks.append(policy.skipped(cid, desc, str(err["reason"])))
-            else:
-                lo, hi = float(err["ci_low"]), float(err["ci_high"])
-                abs_ci = (0.0 if lo <= 0 <= hi else min(abs(lo), abs(hi)), max(abs(lo), abs(hi)))
-                chk = policy.judge(
-                    cid,
-                    desc,
-                    abs(float(err["r"])),
-                    ci=abs_ci,
-                    default=PEARSON_THRESHOLD,
-                    advice=(
-                        f"Errors change with {col}; check performance in the extreme {col} "
-                        "groups and their representation in training."
-                    ),
-                )
-                checks.append(
-                    dataclasses.replace(
-                        chk,
-                        reason="; ".join(
-                            x
-                            for x in (
-                                chk.reason,
-                                f"r = {float(err['r']):.3f}, {gm.confidence:.0%} CI "
-                                f"[{lo:.3f}, {hi:.3f}] (Fisher z)",
-                            )
-                            if x
-                        ),
-                    )
-                )
-    if cont_frames:
-        tables["continuous"] = pd.concat(cont_frames, ignore_index=True)
-
-    # Mitigation suggestion (never applied).
-    if (
-        mitigation is not None
-        and calibration is not None
-        and predictions.is_binary
-        and calibration.is_binary
-    ):
-        attr = sensitive[0]
-        if attr in calibration.meta.columns:
-            from medaudit.fairness._mitigation import threshold_optimizer_suggestion
-
-            try:
-                tables["mitigation"] = threshold_optimizer_suggestion(
-                    calibration.labels,
-                    calibration.score,
-                    calibration.meta[attr].astype(str).to_numpy(),
-                    predictions.labels,
-                    predictions.score,
-                    meta[attr].astype(str).to_numpy(),
-                    threshold=thr,
-                    constraints=mitigation,
-                    random_state=int(policy.setting("seed")),
-                )
-                notes.append(
-                    f"SUGGESTION, NOT APPLIED: group-specific thresholds for {attr!r} from "
-                    f"Fairlearn's ThresholdOptimizer ({mitigation}), fitted on the calibration "
-                    "split; the 'mitigation' table shows test-split rates before and after."
-                )
-            except ValueError as exc:  # e.g. a calibration group with one class
-                notes.append(f"Mitigation suggestion not computed: {exc}")
-        else:
-            notes.append(
-                f"Mitigation suggestion not computed: the calibration split has no {attr!r} column."
-            )
-
-    figs: dict[str, Any] = {}
-    if figures:
-        from medaudit.fairness._plots import forest_plot, roc_figure
-
-        for attr in sensitive:
-            curves = {cls: gm.roc_curves(attr, cls) for cls in gm.class_names}
-            aucs = {
-                cls: dict(
-                    zip(
-                        gm.by_group(attr, cls)["group"],
-                        gm.by_group(attr, cls)["auroc"],
-                        strict=True,
-                    )
-                )
-                for cls in gm.class_names
-            }
-            figs[f"roc_{attr}"] = roc_figure(curves, aucs, attribute=attr)
-        gap_checks = [c for c in checks if not c.id.endswith("worst_group_auroc")]
-        figs["forest"] = forest_plot(gap_checks)
-
-    summary = _summary(gm, checks)
-    methods = (
-        f"Per-group metrics at operating threshold {thr:.4g} (predicted positive = score >= "
-        f"threshold) for {', '.join(gm.attributes)}. {gm.confidence:.0%} CIs: percentile "
-        f"bootstrap ({gm.n_boot} resamples) within each group x class stratum"
-        + (", resampling whole patients" if pid is not None else "")
-        + ". A gap is the difference between the highest and lowest group (identities fixed "
-        f"at the point estimate). p-values: {n_permutations} permutations of group labels "
-        f"within each class (statistic max - min), {gm.p_adjust}-adjusted across all gaps "
-        f"tested. Groups with fewer than {policy.setting('min_group_size')} images or fewer "
-        f"than {policy.setting('min_class_count')} of a class are skipped."
-    )
-    skipped_groups = gm.table[
-        (gm.table["group_status"] == "skipped") & (gm.table["metric"] == "count")
-    ]
-    if len(skipped_groups):
-        notes.append(
-            f"{len(skipped_groups)} group(s) skipped as too small: "
-            + "; ".join(
-                f"{r.attribute}={r.group} ({r.group_reason})"
-                for r in skipped_groups.head(8).itertuples()
-            )
-            + (" ..." if len(skipped_groups) > 8 else "")
-        )
+    if sites is not None:
+        tables.update(sites.tables)
+        titles.update(sites.titles)
+        notes += sites.warnings
+    if opts.mitigation is not None and calibration is not None and predictions.is_binary:
+        _mitigation(predictions, calibration, sensitive[0], op, policy, opts, tables, titles, notes)
+    figs = _figures(gm, checks, sensitive, predictions, thr) if opts.figures else {}
+    _skipped_groups_note(gm, notes)
     return Section(
         name="fairness",
         title="Fairness across patient groups",
-        summary=summary,
+        summary=_summary(gm, checks),
         tables=tables,
         figures=figs,
         checks=checks,
         notes=notes,
         references=list(REFERENCES),
-        methods=methods,
+        methods=_methods_text(gm, policy, op, pid is not None, families, sites is not None),
+        root_causes=root_causes(checks, info, gm, sensitive, extreme, families),
+        table_titles=titles,
+    )
+
+
+def _mitigation(
+    predictions: Predictions,
+    calibration: Predictions,
+    attr: str,
+    op: OperatingPoint,
+    policy: Policy,
+    opts: _Options,
+    tables: dict[str, pd.DataFrame],
+    titles: dict[str, str],
+    notes: list[str],
+) -> None:
+    """The mitigation suggestion and its alternatives (never applied), on the audited data."""
+    from medaudit.fairness._mitigation import mitigation_comparison
+
+    if not calibration.is_binary:
+        return
+    if attr not in calibration.meta.columns:
+        notes.append(
+            f"Mitigation suggestion not computed: the calibration split has no {attr!r} column."
+        )
+        return
+    try:
+        result = mitigation_comparison(
+            calibration, predictions, attr, op=op, constraints=opts.mitigation or "equalized_odds",
+            target_sensitivity=float(policy.setting("target_sensitivity")),
+            n_boot=int(policy.setting("n_bootstrap")),
+            confidence=float(policy.setting("confidence")),
+            random_state=int(policy.setting("seed")),
+        )  # fmt: skip
+    except ValueError as exc:  # e.g. a calibration group with one class
+        notes.append(f"Mitigation suggestion not computed: {exc}")
+        return
+    tables["mitigation"] = result.suggestion
+    tables["mitigation_alternatives"] = result.alternatives
+    titles["mitigation"] = (
+        f"Mitigation suggestion (not applied): group-specific thresholds for {attr}, "
+        "before and after, on the audited images"
+    )
+    titles["mitigation_alternatives"] = (
+        "Mitigation alternatives side by side, on the audited images"
+    )
+    notes.append(
+        f"SUGGESTION, NOT APPLIED: group-specific thresholds for {attr!r} from Fairlearn's "
+        f"ThresholdOptimizer ({opts.mitigation}), fitted on the calibration split and "
+        "evaluated, with CIs, on the audited images it was not fitted on; the alternatives "
+        "table sets it beside group-wise recalibration and a target-sensitivity operating point."
+    )
+    notes += result.warnings
+
+
+def _figures(
+    gm: GroupMetrics, checks: list[Check], sensitive: list[str], p: Predictions, thr: float
+) -> dict[str, Any]:
+    from medaudit.fairness._plots import forest_plot, rates_figure, roc_figure, sweep_figure
+    from medaudit.report._plots import reliability_figure
+
+    figs: dict[str, Any] = {}
+    for attr in sensitive:
+        curves = {cls: gm.roc_curves(attr, cls) for cls in gm.class_names}
+        aucs = {
+            cls: dict(
+                zip(gm.by_group(attr, cls)["group"], gm.by_group(attr, cls)["auroc"], strict=True)
+            )
+            for cls in gm.class_names
+        }
+        figs[f"roc_{attr}"] = roc_figure(curves, aucs, attribute=attr)
+        if not p.is_binary:
+            continue
+        figs[f"rates_{attr}"] = rates_figure(gm, attr)
+        values = p.meta[attr].astype(str).to_numpy()
+        ok = set(gm.by_group(attr).query("status == 'ok'")["group"])
+        panels = {
+            g: (p.labels[values == g], p.score[values == g])
+            for g in sorted(ok)
+            if (values == g).any()
+        }
+        if panels:
+            figs[f"reliability_{attr}"] = reliability_figure(
+                panels, title=f"Reliability per {attr} group"
+            )
+            figs[f"sweep_{attr}"] = sweep_figure(panels, attribute=attr, threshold=thr)
+    gap_checks = [
+        c for c in checks if not c.id.endswith(("worst_group_auroc", "worst_group_sensitivity"))
+    ]
+    figs["forest"] = forest_plot(gap_checks)
+    return figs
+
+
+def _skipped_groups_note(gm: GroupMetrics, notes: list[str]) -> None:
+    skipped = gm.table[(gm.table["group_status"] == "skipped") & (gm.table["metric"] == "count")]
+    if len(skipped):
+        notes.append(
+            f"{len(skipped)} group(s) skipped as too small: "
+            + "; ".join(
+                f"{r.attribute}={r.group} ({r.group_reason})" for r in skipped.head(8).itertuples()
+            )
+            + (" ..." if len(skipped) > 8 else "")
+        )
+
+
+def _methods_text(
+    gm: GroupMetrics,
+    policy: Policy,
+    op: OperatingPoint,
+    clustered: bool,
+    families: dict[str, tuple[float, str, int]],
+    sites: bool,
+) -> str:
+    sizes = {fam: m for _, fam, m in families.values()}
+    fam_text = (
+        "p-values: "
+        + (
+            f"{gm.n_permutations} permutations of group labels among patients within each "
+            "class (statistic max - min), "
+            if gm.p_method == "permutation"
+            else "the bootstrap test dual to each gap's simultaneous CI, "
+        )
+        + (
+            f"{_ADJUST_WORDS[gm.p_adjust]} within two pre-specified families: the primary "
+            f"family (AUROC and false-negative-rate gaps of each attribute given, "
+            f"{sizes.get('primary', 0)} tests) and the secondary family (every other gap "
+            f"check, intersections included, {sizes.get('secondary', 0)} tests)."
+            + (
+                f" The number of permutations is at least {PERMUTATIONS_PER_TEST} per primary "
+                "test, so that an adjusted p-value below 0.01 can be reached."
+                if gm.p_method == "permutation"
+                else ""
+            )
+            if gm.p_adjust != "none"
+            else "not adjusted for multiple testing."
+        )
+    )
+    return (
+        f"Per-group metrics at the operating point {op.description} (predicted positive = "
+        f"score >= threshold) for {', '.join(gm.attributes)}. {gm.confidence:.0%} CIs: "
+        f"bootstrap ({gm.n_boot} resamples) of whole "
+        + ("patients" if clustered else "images")
+        + " within each group (and within class profile for AUROC, sensitivity and "
+        "specificity); Wilson intervals with the bootstrap's design effect for rates, "
+        "logit-scale basic intervals for AUROC and the Brier score, a debiased ECE. A gap "
+        "is the difference between the highest and lowest group; its CI is simultaneous "
+        "over every pair of groups (max-t), so it allows for the pair being picked from the "
+        f"data. {fam_text} The ECE gap passes when no group is shown to be miscalibrated. "
+        "Groups with fewer than "
+        f"{policy.setting('min_group_size')} images or fewer than "
+        f"{policy.setting('min_class_count')} of a class are skipped."
+        + (
+            "\n\nWithin sites: the same metrics per site and group, the group mix of each "
+            "site, and the pooled gap compared with the size-weighted mean of the within-site "
+            "gaps; a reversal of sign is flagged as Simpson's paradox, and a pooled gap more "
+            "than twice the within-site gap as one that mostly reflects which sites the groups "
+            "come from."
+            if sites
+            else ""
+        )
     )
 
 

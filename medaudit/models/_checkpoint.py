@@ -78,6 +78,10 @@ class LoadedModel:
     format : {"safetensors", "state_dict", "torchscript"}
     extra : dict
         The ``extra`` metadata given to :func:`save_checkpoint` (empty otherwise).
+    privacy : dict or None
+        The differential-privacy ledger stored under the metadata key ``privacy``
+        (:meth:`medaudit.privacy.PrivacyLedger.to_dict`); None for a model trained
+        without DP.
     """
 
     model: nn.Module
@@ -90,6 +94,7 @@ class LoadedModel:
     std: list[float] | None
     format: str
     extra: dict[str, Any] = field(default_factory=dict)
+    privacy: dict[str, Any] | None = None
 
     def inference_options(self) -> dict[str, Any]:
         """Keyword arguments for :func:`medaudit.inference.predict` matching this model.
@@ -117,6 +122,7 @@ def save_checkpoint(
     mean: float | Sequence[float] | None,
     std: float | Sequence[float] | None,
     extra: Mapping[str, Any] | None = None,
+    privacy: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the model's weights and metadata to a ``.safetensors`` file, atomically.
 
@@ -139,7 +145,10 @@ def save_checkpoint(
     mean, std : float, sequence of float or None
         Normalisation used in training (one value, or one per channel).
     extra : mapping, optional
-        Any JSON-serialisable facts to keep with the weights (e.g. DP epsilon, seed).
+        Any JSON-serialisable facts to keep with the weights (e.g. the seed).
+    privacy : mapping, optional
+        A DP ledger (``PrivacyLedger.to_dict()``), written as JSON under the metadata
+        key ``privacy``.
 
     Returns
     -------
@@ -190,6 +199,11 @@ def save_checkpoint(
         meta["extra"] = json.dumps(dict(extra or {}), allow_nan=False, sort_keys=True)
     except (TypeError, ValueError) as exc:
         raise param_error("extra", func, "a JSON-serialisable mapping", extra) from exc
+    if privacy is not None:
+        try:
+            meta["privacy"] = json.dumps(dict(privacy), allow_nan=False, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise param_error("privacy", func, "a JSON-serialisable mapping", privacy) from exc
 
     model = _unwrap(model)
     # clone(): safetensors refuses tensors that share memory (tied weights, views).
@@ -413,6 +427,9 @@ def _from_safetensors_meta(
     try:
         raw = {k: (meta[k] if k == "arch" else json.loads(meta[k])) for k in _SAFETENSORS_KEYS}
         extra = json.loads(meta.get("extra", "{}"))
+        privacy = json.loads(meta["privacy"]) if "privacy" in meta else None
+        if privacy is not None and not isinstance(privacy, dict):
+            raise ValueError(f"privacy must be a JSON object, got {privacy!r}")
         saved_channels = _meta_int(raw["in_channels"])
         saved_classes = _meta_int(raw["num_classes"])
         saved_size = None if raw["image_size"] is None else _meta_int(raw["image_size"])
@@ -440,6 +457,7 @@ def _from_safetensors_meta(
         std=std,
         format="safetensors",
         extra=extra if isinstance(extra, dict) else {},
+        privacy=privacy,
     )
 
 

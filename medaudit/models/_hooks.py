@@ -11,7 +11,10 @@ Nothing in medaudit trains with a loop of its own; each capability plugs into
 - ``extra_losses`` add terms (the adversarial head of disentanglement, FedProx's
   proximal term);
 - ``on_step(step)`` after each optimizer step, ``on_empty(step)`` for an empty Poisson
-  batch (the DP accountant still counts that step).
+  batch (the DP accountant still counts that step);
+- ``max_physical_batch_size`` splits each batch into chunks for the forward/backward
+  pass, so memory no longer grows with the (logical) batch size: one optimizer step per
+  batch all the same (Opacus's ``BatchMemoryManager``, inside the loop).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from medaudit._errors import param_error
 
 __all__ = ["Step", "TrainHooks"]
 
@@ -94,6 +99,14 @@ class TrainHooks:
     want_features : bool, default False
         Run the model as ``head(features(x))`` so that ``Step.features`` is filled
         (zoo models; ignored for a wrapped or feature-less model).
+    max_physical_batch_size : int, optional
+        Run each batch through the model in chunks of at most this many rows and take
+        one optimizer step per batch. A plain optimizer accumulates the chunks'
+        gradients, each chunk's loss weighted by its share of the batch; an optimizer
+        with Opacus's ``signal_skip_step`` (``DPOptimizer``) clips and sums each chunk's
+        per-sample gradients itself and steps (adds noise) after the last chunk, as
+        Opacus's ``BatchMemoryManager`` arranges. The ``batch`` and loss hooks run per
+        chunk; ``on_step`` once per batch, with the last chunk.
     """
 
     wrap: WrapHook | None = None
@@ -103,3 +116,9 @@ class TrainHooks:
     on_step: Sequence[StepHook] = field(default_factory=tuple)
     on_empty: StepHook | None = None
     want_features: bool = False
+    max_physical_batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        m = self.max_physical_batch_size
+        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
+            raise param_error("max_physical_batch_size", "TrainHooks", "an int >= 1 or None", m)

@@ -19,7 +19,6 @@ import json
 import math
 import re
 import shlex
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -30,17 +29,19 @@ import jinja2
 from markupsafe import Markup
 
 from medaudit._errors import InvalidInputError, param_error
-from medaudit.report._json import dumps, report_from_dict, report_to_dict, validate_audit_json
-from medaudit.report._model import Report, display_status
-from medaudit.report._summary import (
-    ExecutiveSummary,
-    _confidence_from_meta,
-    build_summary,
+from medaudit.report._format import (
     decimals_for,
     format_number,
+    format_p_value,
     format_threshold,
     format_value_ci,
 )
+from medaudit.report._glossary import GLOSSARY, column_label, gloss
+from medaudit.report._json import dumps, report_from_dict, report_to_dict, validate_audit_json
+from medaudit.report._model import Report, display_status
+from medaudit.report._provenance import header_facts, not_run_audits, policy_tables
+from medaudit.report._summary import ExecutiveSummary, _confidence_from_meta, build_summary
+from medaudit.report._svg import _svg_problem
 
 __all__ = [
     "IDENTIFIER_COLUMNS",
@@ -74,6 +75,11 @@ IDENTIFIER_COLUMNS: frozenset[str] = frozenset(
 )
 # Longer tables are cut to this many rows in the page (audit.json keeps every row).
 MAX_TABLE_ROWS = 200
+# Tables with more rows show this many until the reader unfolds them (print shows all).
+FOLD_ROWS = 12
+# Printed, a table with more columns than this is split into parts that each fit the
+# page, the first column repeated in every part.
+PRINT_COLUMNS = 7
 WITHHELD_PATH = "[image path withheld]"
 _IMAGE_PATH_RE = re.compile(
     r"[^\s\"'<>()\[\]{},;]+\.(?:png|jpe?g|tiff?|dcm|dicom|npy|npz|nii(?:\.gz)?|bmp|gif|webp)\b",
@@ -94,10 +100,28 @@ STATUS_LABELS = {
     "pass": "Pass",
     "fail": "Fail",
     "warn": "Attention",
+    "inconclusive": "Inconclusive",
     "skipped": "Skipped",
     "empty": "No checks",
+    "notrun": "Not run",
 }
-STATUS_ICONS = {"pass": "✔", "fail": "✖", "warn": "▲", "skipped": "–", "empty": "–"}
+STATUS_ICONS = {
+    "pass": "✔", "fail": "✖", "warn": "▲", "inconclusive": "?", "skipped": "–",
+    "empty": "–", "notrun": "○",
+}  # fmt: skip
+SEVERITY_LABELS = {"critical": "Critical", "major": "Major", "minor": "Minor", "info": "Info"}
+# One sentence each: what a status says, and what a severity says.
+STATUS_EXPLAINED = (
+    "Status says what the evidence supports: a check fails when its 95% CI lies wholly "
+    "beyond the policy's threshold, passes when it lies wholly on the passing side, is "
+    "inconclusive when the CI includes the threshold (more data are needed), and is "
+    "skipped, with the reason, when it cannot be computed."
+)
+SEVERITY_EXPLAINED = (
+    "Severity says how much a failure of the check would matter, as the policy sets it: a "
+    "critical or major failure fails the report, a minor or info failure is reported "
+    "without failing it."
+)
 MODEL_CARD_FIELDS: tuple[tuple[str, str], ...] = (
     ("intended_use", "Intended use"),
     ("training_data", "Training data"),
@@ -154,6 +178,14 @@ class _Table:
     rows: list[list[_Cell]]
     n_rows: int
     withheld: list[str] = field(default_factory=list)
+    title: str = ""
+    all_zero: bool = False
+    print_parts: list[list[int]] = field(default_factory=list)
+
+    @property
+    def folded(self) -> bool:
+        """Whether the page shows only the first rows until the reader unfolds the table."""
+        return len(self.rows) > FOLD_ROWS
 
 
 @dataclass
@@ -167,6 +199,8 @@ class _CheckRow:
     reason: str
     advice: str
     value_sort: str
+    outcome: str = ""
+    severity: str = ""
 
 
 @dataclass
@@ -174,6 +208,7 @@ class _FigureView:
     svg: Markup
     alt: str
     name: str
+    wide: bool = False
 
 
 @dataclass
@@ -247,9 +282,16 @@ def _column_decimals(values: Sequence[Any]) -> int | None:
     return decimals_for(mags[len(mags) // 2])
 
 
-def _format_cell(v: Any, decimals: int | None, ctx: _Context) -> _Cell:
+def _is_p_column(name: str) -> bool:
+    n = str(name).lower()
+    return n in ("p", "p_value", "p_adjusted", "pvalue") or n.startswith(("p_value", "p_adj"))
+
+
+def _format_cell(v: Any, decimals: int | None, ctx: _Context, *, p: bool = False) -> _Cell:
     if v is None:
         return _Cell("–")
+    if p and _is_num(v):
+        return _Cell(format_p_value(v), True, _sort_key(v))
     if _is_num(v):
         if decimals is None and math.isfinite(v) and float(v).is_integer():
             return _Cell(format_number(int(v)), True, _sort_key(v))
@@ -316,7 +358,8 @@ def _table_view(name: str, records: list[dict[str, Any]], columns: list[str], ct
         is_numeric = c in numeric_cols and any(v is not None for v in vals)
         numeric.append(is_numeric or c in pairs)
         decimals.append(_column_decimals(vals) if is_numeric else 2)
-        headers.append(ctx.text(f"{c} [{pct} CI]" if c in pairs else c))
+        label = column_label(c)
+        headers.append(ctx.text(f"{label} [{pct} CI]" if c in pairs else label))
     rows = []
     for r in records[:MAX_TABLE_ROWS]:
         row = []
@@ -328,10 +371,13 @@ def _table_view(name: str, records: list[dict[str, Any]], columns: list[str], ct
                 dd = d if d is not None else decimals_for(float(v))
                 row.append(_Cell(format_value_ci(v, ci, decimals=dd), True, _sort_key(v)))
             else:
-                cell = _format_cell(v, d, ctx)
+                cell = _format_cell(v, d, ctx, p=_is_p_column(c))
                 cell.num = cell.num or (v is None and c in numeric_cols)
                 row.append(cell)
         rows.append(row)
+    nums = [float(r[c]) for r in records for c in cols if c in numeric_cols and _is_num(r.get(c))]
+    all_zero = bool(records) and bool(nums) and all(v == 0.0 for v in nums)
+    parts = _print_parts(len(headers))
     return _Table(
         name=ctx.text(name),
         anchor="",
@@ -340,101 +386,18 @@ def _table_view(name: str, records: list[dict[str, Any]], columns: list[str], ct
         rows=rows,
         n_rows=len(records),
         withheld=[ctx.text(w) for w in withheld],
+        all_zero=all_zero,
+        print_parts=parts,
     )
 
 
-_SVG_NS = "http://www.w3.org/2000/svg"
-# The elements matplotlib's SVG backend writes; anything else is refused. None of them
-# makes the browser's HTML parser leave SVG content, and none runs code.
-_SVG_ELEMENTS = frozenset(
-    {
-        "svg", "g", "defs", "style", "path", "use", "clippath", "rect", "circle", "ellipse",
-        "line", "polyline", "polygon", "text", "tspan", "image", "metadata", "title", "desc",
-        "symbol", "lineargradient", "radialgradient", "stop", "pattern", "mask", "marker", "a",
-        "filter", "fecolormatrix", "fecomposite", "feflood", "feblend", "feoffset",
-        "fegaussianblur", "femerge", "femergenode",
-    }
-)  # fmt: skip
-# RDF / Dublin Core / Creative Commons elements, allowed inside <metadata> only.
-_METADATA_NS = frozenset(
-    {
-        "http://www.w3.org/1999/02/22-rdf-syntax-ns#",
-        "http://purl.org/dc/elements/1.1/",
-        "http://creativecommons.org/ns#",
-    }
-)
-# HTML parses the content of these as HTML: they may hold text only.
-_HTML_INTEGRATION_POINTS = frozenset({"title", "desc"})
-_EXTERNAL_URL_RE = re.compile(r"url\(\s*['\"]?\s*(?!#)", re.IGNORECASE)
-_SAFE_HREF_RE = re.compile(r"^\s*(#|data:image/(png|jpeg);base64,)", re.IGNORECASE)
-_JS_URL_RE = re.compile(r"j\s*a\s*v\s*a\s*s\s*c\s*r\s*i\s*p\s*t\s*:", re.IGNORECASE)
-
-
-def _split(name: str) -> tuple[str, str]:
-    if name.startswith("{"):
-        ns, local = name[1:].split("}", 1)
-        return ns, local.lower()
-    return "", name.lower()
-
-
-def _element_problem(el: ET.Element, in_metadata: bool) -> str | None:
-    ns, tag = _split(el.tag)
-    if in_metadata and ns in _METADATA_NS:
-        pass
-    elif ns != _SVG_NS or tag not in _SVG_ELEMENTS:
-        return f"it contains a <{tag}> element"
-    if tag in _HTML_INTEGRATION_POINTS and ns == _SVG_NS and len(el):
-        return f"its <{tag}> holds elements"
-    if tag == "style" and el.text and ("@import" in el.text or _EXTERNAL_URL_RE.search(el.text)):
-        return "its stylesheet loads an external resource"
-    for attr, value in el.attrib.items():
-        a = _split(attr)[1]
-        if a.startswith("on"):
-            return f"it has an event-handler attribute {a!r}"
-        if a in {"href", "src"} and not _SAFE_HREF_RE.match(value):
-            return f"it references {value[:40]!r}"
-        if _EXTERNAL_URL_RE.search(value) or _JS_URL_RE.search(value):
-            return "it references an external resource"
-    return None
-
-
-@lru_cache(maxsize=64)
-def _svg_problem(svg: str) -> str | None:
-    """Why ``svg`` is not safe to inline (None when it is).
-
-    Figures are matplotlib's own SVG output, but an ``audit.json`` may come from
-    anywhere. The SVG must be well-formed XML made of the elements matplotlib writes, with
-    no event handler, no external or ``javascript:`` reference, and none of the constructs
-    that the HTML parser reads differently from an XML parser (CDATA, processing
-    instructions, DOCTYPE, comments opening with ``>``).
-    """
-    upper = svg.upper()
-    if "<!DOCTYPE" in upper or "<!ENTITY" in upper:
-        return "it declares a DOCTYPE or entities"
-    if "<![CDATA[" in upper:
-        return "it contains a CDATA section"
-    try:
-        parser = ET.XMLParser(target=ET.TreeBuilder(insert_comments=True, insert_pis=True))
-        root = ET.fromstring(svg, parser=parser)
-    except ET.ParseError as exc:
-        return f"it is not well-formed SVG ({exc})"
-    if _split(root.tag) != (_SVG_NS, "svg"):
-        return f"its root element <{_split(root.tag)[1]}> is not an <svg> in the SVG namespace"
-    stack: list[tuple[ET.Element, bool]] = [(root, False)]
-    while stack:
-        el, in_metadata = stack.pop()
-        if el.tag is ET.ProcessingInstruction:
-            return "it contains a processing instruction"
-        if el.tag is ET.Comment:
-            if (el.text or "").startswith((">", "->")):
-                return "it contains a malformed comment"
-            continue
-        why = _element_problem(el, in_metadata)
-        if why is not None:
-            return why
-        inside = in_metadata or _split(el.tag) == (_SVG_NS, "metadata")
-        stack.extend((child, inside) for child in el)
-    return None
+def _print_parts(n_cols: int) -> list[list[int]]:
+    """Column indices of each printed part of a wide table (the first column in every part)."""
+    if n_cols <= PRINT_COLUMNS:
+        return []
+    rest = list(range(1, n_cols))
+    step = PRINT_COLUMNS - 1
+    return [[0, *rest[i : i + step]] for i in range(0, len(rest), step)]
 
 
 def _figure_view(section: str, name: str, fig: Mapping[str, Any], ctx: _Context) -> _FigureView:
@@ -443,7 +406,12 @@ def _figure_view(section: str, name: str, fig: Mapping[str, Any], ctx: _Context)
     if why is not None:
         raise InvalidInputError(UNSAFE_SVG.format(figure=name, section=section, why=why))
     # The SVG is markup (checked above); its user strings were escaped by matplotlib.
-    return _FigureView(svg=Markup(svg), alt=ctx.text(fig.get("alt") or name), name=ctx.text(name))
+    return _FigureView(
+        svg=Markup(svg),
+        alt=ctx.text(fig.get("alt") or name),
+        name=ctx.text(name),
+        wide=bool(fig.get("wide", False)),
+    )
 
 
 _EVIDENCE_WORDS = {
@@ -455,9 +423,11 @@ _EVIDENCE_WORDS = {
 def _check_row(c: Any, ctx: _Context) -> _CheckRow:
     reason = c.reason
     shown = display_status(c)
-    qual = _EVIDENCE_WORDS.get(c.evidence or "", "") if shown in ("fail", "warn") else ""
+    qual = _EVIDENCE_WORDS.get(c.evidence or "", "") if c.status == "fail" else ""
     if c.status == "fail" and not c.blocking:
         qual = "; ".join(x for x in (f"{c.severity} severity: does not fail the report", qual) if x)
+    if c.status == "inconclusive" and c.evidence == "straddles":
+        qual = "the CI includes the threshold"
     if qual:
         reason = f"{reason}; {qual}" if reason else qual
     return _CheckRow(
@@ -470,6 +440,8 @@ def _check_row(c: Any, ctx: _Context) -> _CheckRow:
         reason=ctx.text(reason),
         advice=ctx.text(c.advice) if shown in ("fail", "warn") else "",
         value_sort=_sort_key(c.value),
+        outcome=c.status,
+        severity=c.severity,
     )
 
 
@@ -545,7 +517,10 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.globals.update(STATUS_LABELS=STATUS_LABELS, STATUS_ICONS=STATUS_ICONS)
+    env.globals.update(
+        STATUS_LABELS=STATUS_LABELS, STATUS_ICONS=STATUS_ICONS, SEVERITY_LABELS=SEVERITY_LABELS
+    )
+    env.filters["gloss"] = gloss
     return env
 
 
@@ -557,15 +532,20 @@ def _static() -> tuple[str, str]:
     return css, js
 
 
-def _finding_view(f: Any, ctx: _Context, anchors: Mapping[str, str]) -> dict[str, str]:
+def _finding_view(f: Any, ctx: _Context, anchors: Mapping[str, str]) -> dict[str, Any]:
     return {
-        "status": display_status(f.check),
-        "section_title": ctx.text(f.section_title),
-        "sentence": ctx.text(f.sentence),
+        "status": f.status,
+        "display": "fail" if f.status == "fail" and f.severity in ("critical", "major") else "warn",
+        "severity": f.severity,
+        "title": ctx.text(f.title),
+        "sections": ctx.text(", ".join(f.section_titles)),
+        "text": ctx.text(f.text),
         "advice": ctx.text(f.advice),
-        "anchor": anchors.get(f.check.id, ""),
-        "id": ctx.text(f.check.id),
+        "checks": [(ctx.text(c.id), anchors.get(c.id, "")) for c in f.checks],
     }
+
+
+_NOT_IN_REPRO = ("model_card", "title", "policy_toml", "audits_not_run")
 
 
 def render_document(doc: Mapping[str, Any], *, include_identifiers: bool = False) -> str:
@@ -601,60 +581,37 @@ def render_document(doc: Mapping[str, Any], *, include_identifiers: bool = False
     sections: list[_SectionView] = []
     check_anchors: dict[str, str] = {}
     for (name, sdoc), sec in zip(doc["sections"].items(), report.sections, strict=True):
-        anchor = ctx.anchor("s-", name)
-        checks = sorted(sec.checks, key=lambda c: _STATUS_RANK[display_status(c)])
-        rows = [_check_row(c, ctx) for c in checks]
-        for c, r in zip(checks, rows, strict=True):
-            check_anchors.setdefault(c.id, r.anchor)
-        tables = []
-        for tname, recs in sdoc.get("tables", {}).items():
-            t = _table_view(tname, recs, sdoc.get("table_columns", {}).get(tname, []), ctx)
-            t.anchor = ctx.anchor(f"{anchor}-t-", tname)
-            tables.append(t)
-        counts = dict.fromkeys(_STATUS_RANK, 0)
-        for c in sec.checks:
-            counts[display_status(c)] += 1
-        sections.append(
-            _SectionView(
-                name=ctx.text(name),
-                anchor=anchor,
-                title=ctx.text(sec.title),
-                summary=ctx.text(sec.summary),
-                status=sec.status if sec.checks else "empty",
-                counts=counts,
-                checks=rows,
-                tables=tables,
-                figures=[
-                    _figure_view(name, fname, f, ctx)
-                    for fname, f in sdoc.get("figures", {}).items()
-                ],
-                notes=[ctx.text(n) for n in sec.notes],
-                methods=_paragraphs(sec.methods, ctx),
-                references=[ctx.text(r) for r in sec.references],
-            )
-        )
+        sections.append(_section_view(name, sdoc, sec, ctx, check_anchors))
 
     css, js = _static()
     script_hash = base64.b64encode(hashlib.sha256(js.encode("utf-8")).digest()).decode("ascii")
     model_card = _model_card(meta.get("model_card"), ctx)
     repro = [
-        _node(k, v, ctx, label=_humanise(k))
-        for k, v in meta.items()
-        if k not in ("model_card", "title")
+        _node(k, v, ctx, label=_humanise(k)) for k, v in meta.items() if k not in _NOT_IN_REPRO
     ]
+    findings = [_finding_view(f, ctx, check_anchors) for f in summary.findings]
     return (
         _environment()
         .get_template("report.html.j2")
         .render(
             title=ctx.text(meta.get("title") or "medaudit audit report"),
-            subtitle=ctx.text(_subtitle(meta)),
+            facts=[(k, lab, ctx.text(v)) for k, lab, v in header_facts(meta, summary.verdict)],
             summary=summary,
-            findings=[_finding_view(f, ctx, check_anchors) for f in summary.findings],
+            findings=findings,
+            n_shown=FINDINGS_SHOWN,
             headline=summary.headline,
             skipped_note=summary.skipped_note,
             sections=sections,
+            not_run=[{k: ctx.text(v) for k, v in r.items()} for r in not_run_audits(meta)],
             model_card=model_card,
             repro=repro,
+            policy_tables={
+                name: [(ctx.text(a), ctx.text(b)) for a, b in rows]
+                for name, rows in policy_tables(meta).items()
+            },
+            glossary=sorted(GLOSSARY.items(), key=lambda kv: kv[0].lower()),
+            status_explained=STATUS_EXPLAINED,
+            severity_explained=SEVERITY_EXPLAINED,
             include_identifiers=include_identifiers,
             confidence_pct=f"{ctx.confidence * 100:g}%",
             css=Markup(css),
@@ -665,13 +622,44 @@ def render_document(doc: Mapping[str, Any], *, include_identifiers: bool = False
     )
 
 
-def _subtitle(meta: Mapping[str, Any]) -> str:
-    parts = []
-    for key in ("model", "model_name", "data", "dataset", "created"):
-        v = meta.get(key)
-        if isinstance(v, (str, int, float)) and not isinstance(v, bool) and str(v):
-            parts.append(f"{_humanise(key)}: {v}")
-    return " · ".join(parts)
+# The executive summary spells out this many findings; the rest are listed folded.
+FINDINGS_SHOWN = 5
+_OUTCOME_RANK = {"fail": 0, "inconclusive": 1, "skipped": 2, "pass": 3}
+_SEVERITY_RANK = {"critical": 0, "major": 1, "minor": 2, "info": 3}
+
+
+def _section_view(
+    name: str, sdoc: Mapping[str, Any], sec: Any, ctx: _Context, check_anchors: dict[str, str]
+) -> _SectionView:
+    anchor = ctx.anchor("s-", name)
+    checks = sorted(sec.checks, key=lambda c: (_OUTCOME_RANK[c.status], _SEVERITY_RANK[c.severity]))
+    rows = [_check_row(c, ctx) for c in checks]
+    for c, r in zip(checks, rows, strict=True):
+        check_anchors.setdefault(c.id, r.anchor)
+    titles = sdoc.get("table_titles", {}) or {}
+    tables = []
+    for tname, recs in sdoc.get("tables", {}).items():
+        t = _table_view(tname, recs, sdoc.get("table_columns", {}).get(tname, []), ctx)
+        t.anchor = ctx.anchor(f"{anchor}-t-", tname)
+        t.title = ctx.text(titles.get(tname) or _humanise(tname))
+        tables.append(t)
+    counts = dict.fromkeys(("fail", "inconclusive", "pass", "skipped"), 0)
+    for c in sec.checks:
+        counts[c.status] += 1
+    return _SectionView(
+        name=ctx.text(name),
+        anchor=anchor,
+        title=ctx.text(sec.title),
+        summary=ctx.text(sec.summary),
+        status=sec.status if sec.checks else "empty",
+        counts=counts,
+        checks=rows,
+        tables=tables,
+        figures=[_figure_view(name, fname, f, ctx) for fname, f in sdoc.get("figures", {}).items()],
+        notes=[ctx.text(n) for n in sec.notes],
+        methods=_paragraphs(sec.methods, ctx),
+        references=[ctx.text(r) for r in sec.references],
+    )
 
 
 def render_html(report: Report, *, include_identifiers: bool = False) -> str:

@@ -13,6 +13,7 @@ from medaudit.report._model import (
     Check,
     Figure,
     Report,
+    RootCause,
     Section,
     _jsonable,
     _records,
@@ -49,17 +50,29 @@ def report_to_dict(report: Report) -> dict[str, Any]:
             "checks": [c.to_dict() for c in s.checks],
             "tables": {k: _records(v) for k, v in s.tables.items()},
             "table_columns": {k: [str(c) for c in v.columns] for k, v in s.tables.items()},
-            "figures": {k: {"svg": f.svg, "alt": f.alt} for k, f in s.figures.items()},
+            "figures": {k: _figure_dict(f) for k, f in s.figures.items()},
             "notes": list(s.notes),
             "references": list(s.references),
             "methods": s.methods,
+            "root_causes": [rc.to_dict() for rc in s.root_causes],
+            "table_titles": dict(s.table_titles),
         }
+    from medaudit.report._summary import build_summary
+
     return {
         "schema": SCHEMA_ID,
         "passed": report.passed,
         "meta": _jsonable_meta(report.meta),
+        "summary": build_summary(report).to_dict(),
         "sections": sections,
     }
+
+
+def _figure_dict(f: Figure) -> dict[str, Any]:
+    d: dict[str, Any] = {"svg": f.svg, "alt": f.alt}
+    if f.wide:
+        d["wide"] = True
+    return d
 
 
 def _jsonable_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -93,12 +106,15 @@ def report_from_dict(doc: Mapping[str, Any]) -> Report:
                 summary=s["summary"],
                 tables=tables,
                 figures={
-                    k: Figure(svg=f["svg"], alt=f["alt"]) for k, f in s.get("figures", {}).items()
+                    k: Figure(svg=f["svg"], alt=f["alt"], wide=bool(f.get("wide", False)))
+                    for k, f in s.get("figures", {}).items()
                 },
                 checks=[Check.from_dict(c) for c in s.get("checks", [])],
                 notes=list(s.get("notes", [])),
                 references=list(s.get("references", [])),
                 methods=s.get("methods", ""),
+                root_causes=[RootCause.from_dict(r) for r in s.get("root_causes", [])],
+                table_titles=dict(s.get("table_titles", {})),
             )
         )
     return Report(sections=sections, meta=dict(doc.get("meta", {})))

@@ -21,6 +21,7 @@ from medaudit._errors import param_error
 
 __all__ = [
     "BLOCKING_SEVERITIES",
+    "CAUSE_KEYS",
     "EVIDENCE",
     "OPS",
     "SEVERITIES",
@@ -28,9 +29,12 @@ __all__ = [
     "Check",
     "Figure",
     "Report",
+    "RootCause",
     "Section",
     "atomic_write_text",
     "display_status",
+    "group_cause",
+    "site_cause",
 ]
 
 Status = Literal["pass", "fail", "inconclusive", "skipped"]
@@ -232,6 +236,10 @@ def _evidence(ci: tuple[float, float] | None, op: str, threshold: float) -> str 
     lo, hi = ci
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return None
+    if lo == hi:
+        # A zero-width interval (no event in a group, no variation in the resamples)
+        # is no evidence of precision: the check is decided on its value alone.
+        return None
     passes = OPS[op]
     lo_ok, hi_ok = passes(lo, threshold), passes(hi, threshold)
     if lo_ok and hi_ok:
@@ -261,13 +269,18 @@ def display_status(check: Check) -> str:
 
 @dataclass(frozen=True)
 class Figure:
-    """A figure as inline SVG with its alt text (what a screen reader says)."""
+    """A figure as inline SVG with its alt text (what a screen reader says).
+
+    ``wide`` figures take the page's full width (forest plots, multi-panel figures);
+    the others sit side by side on a wide screen.
+    """
 
     svg: str
     alt: str
+    wide: bool = False
 
     @classmethod
-    def from_matplotlib(cls, fig: Any, alt: str) -> Figure:
+    def from_matplotlib(cls, fig: Any, alt: str, *, wide: bool = False) -> Figure:
         """Render a matplotlib figure to SVG text and close it."""
         import matplotlib.pyplot as plt
 
@@ -278,7 +291,80 @@ class Figure:
         plt.close(fig)
         svg = buf.getvalue()
         start = svg.find("<svg")
-        return cls(svg=svg[start:] if start >= 0 else svg, alt=alt)
+        return cls(svg=svg[start:] if start >= 0 else svg, alt=alt, wide=wide)
+
+
+@dataclass(frozen=True)
+class RootCause:
+    """Checks of one section that share a cause, put into words by the audit that ran them.
+
+    The executive summary turns root causes into findings: causes with the same ``key``
+    from different sections merge into one finding (``"calibration"`` from the
+    performance and the fairness audits), and a failed or inconclusive check that no
+    cause claims becomes a finding of its own.
+
+    Parameters
+    ----------
+    key : str
+        What the checks have in common, e.g. ``"group:sex=female"``, ``"site:H3"``,
+        ``"calibration"``, ``"sensitivity"`` (see :data:`CAUSE_KEYS`).
+    title : str
+        The finding as a headline a clinician can read ("Disease is missed more often
+        in patients with sex = female").
+    checks : tuple of str
+        Ids of the checks behind it (of this section).
+    text : str
+        The numbers with their CIs, who is affected, and the worst cell.
+    advice : str
+        What to do next.
+    """
+
+    key: str
+    title: str
+    checks: tuple[str, ...]
+    text: str
+    advice: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record."""
+        return {
+            "key": self.key,
+            "title": self.title,
+            "checks": list(self.checks),
+            "text": self.text,
+            "advice": self.advice,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RootCause:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            key=str(d["key"]),
+            title=str(d["title"]),
+            checks=tuple(str(c) for c in d.get("checks", [])),
+            text=str(d.get("text", "")),
+            advice=str(d.get("advice", "")),
+        )
+
+
+# Root-cause keys shared by audits, so that their causes merge into one finding. A group
+# is "group:<attribute>=<group>", a site "site:<site>".
+CAUSE_KEYS: dict[str, str] = {
+    "operating_point": "the operating threshold flags almost every image, or almost none",
+    "sensitivity": "disease is missed at the operating point, in every group alike",
+    "discrimination": "the model separates diseased from healthy images poorly",
+    "calibration": "predicted probabilities do not match observed rates",
+}
+
+
+def group_cause(attribute: str, group: str) -> str:
+    """The root-cause key of a patient group: ``group:sex=female``."""
+    return f"group:{attribute}={group}"
+
+
+def site_cause(site: str) -> str:
+    """The root-cause key of an acquisition site: ``site:H3``."""
+    return f"site:{site}"
 
 
 @dataclass
@@ -306,6 +392,10 @@ class Section:
         The papers the method follows.
     methods : str
         What the audit computed, for the report's Methods block.
+    root_causes : list of RootCause
+        The audit's own grouping of its checks into findings (see :class:`RootCause`).
+    table_titles : dict of str to str
+        Human titles of the tables (the key stays the table's name in ``audit.json``).
     """
 
     name: str
@@ -317,6 +407,8 @@ class Section:
     notes: list[str] = field(default_factory=list)
     references: list[str] = field(default_factory=list)
     methods: str = ""
+    root_causes: list[RootCause] = field(default_factory=list)
+    table_titles: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for key, fig in list(self.figures.items()):

@@ -12,6 +12,9 @@ module holds only the statistical settings every audit shares. A policy file loo
     seed = 0
     decision = "ci"          # fail only when the CI lies beyond the threshold;
                              # "estimate": decide on the point estimate
+    operating_point = "fixed"   # or "youden" / "sensitivity", chosen on the calibration split
+    operating_threshold = 0.5   # predicted positive: score >= this (operating_point = "fixed")
+    target_sensitivity = 0.9    # operating_point = "sensitivity"
 
     [settings.robustness]    # one table per audit for the audit's own settings
     severity = 3
@@ -211,6 +214,30 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         "(inconclusive when it straddles it); 'estimate' decides on the point estimate.",
         "str",
         choices=("ci", "estimate"),
+    ),
+    Setting(
+        "operating_point",
+        "fixed",
+        "How the operating threshold is chosen: 'fixed' (operating_threshold), 'youden' "
+        "(Youden's J) or 'sensitivity' (the highest threshold reaching target_sensitivity), "
+        "the latter two on the calibration split.",
+        "str",
+        choices=("fixed", "youden", "sensitivity"),
+    ),
+    Setting(
+        "operating_threshold",
+        0.5,
+        "Score at or above which an image is called positive (operating_point = 'fixed').",
+        "float",
+        minimum=0.0,
+        maximum=1.0,
+    ),
+    Setting(
+        "target_sensitivity",
+        0.9,
+        "Sensitivity the operating point must reach (operating_point = 'sensitivity').",
+        "float",
+        check=lambda v: None if 0 < v <= 1 else f"must be in (0, 1], got {v!r}",
     ),
 )
 

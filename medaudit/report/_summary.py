@@ -1,43 +1,57 @@
-"""The executive summary: the verdict and the few findings that matter most, in plain words.
+"""The executive summary: the verdict and the findings that matter, grouped by root cause.
 
-The summary is built from every :class:`~medaudit.report.Section`'s checks alone; no audit
-is named here. Failed checks come before warnings; within a severity, checks whose CI
-crosses the threshold (possibly noise) come after the rest; then the check that lies
-furthest beyond its threshold (relative to the threshold) comes first. Each finding is one
-sentence with the number, its confidence interval and the threshold, followed by the
-check's own ``advice``.
-
-The number formatting used throughout the report (``0.91 [0.88, 0.93]``) lives here too,
-so that the summary and the tables write numbers the same way.
+The summary is built from the sections alone; no audit is named here. Each audit may
+group its checks by root cause (:class:`~medaudit.report.RootCause`): causes with the
+same key merge across sections into one finding, and a failed or inconclusive check that
+no cause claims is a finding of its own. A finding's status is ``fail`` when any of its
+checks failed, else ``inconclusive``; its severity is the most serious among the checks
+that set that status. Findings rank by severity, then status, then evidence (a finding
+whose deciding checks all have a CI straddling the threshold comes after one the data
+support), then by how far beyond its threshold even the favourable end of the deciding
+check's CI lies, relative to the threshold.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from medaudit._errors import param_error
-from medaudit.report._model import Check, Report, display_status
+from medaudit.report._format import (
+    OP_SYMBOLS,
+    OP_WORDS,
+    decimals_for,
+    format_number,
+    format_p_value,
+    format_threshold,
+    format_value_ci,
+)
+from medaudit.report._model import SEVERITIES, Check, Report, RootCause, display_status
 
 __all__ = [
+    "HEADLINES",
+    "OP_SYMBOLS",
+    "SKIPPED_NOTE",
     "ExecutiveSummary",
     "Finding",
     "build_summary",
     "decimals_for",
     "format_number",
+    "format_p_value",
     "format_threshold",
     "format_value_ci",
 ]
 
-OP_SYMBOLS: dict[str, str] = {"<=": "≤", "<": "<", ">=": "≥", ">": ">"}
-OP_WORDS: dict[str, str] = {"<=": "at most", "<": "below", ">=": "at least", ">": "above"}
-_SEVERITY_RANK: dict[str, int] = {"fail": 0, "warn": 1}
+_SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+_STATUS_RANK = {"fail": 0, "inconclusive": 1}
 
 HEADLINES: dict[str, str] = {
-    "fail": "The model did not pass this audit: {n_fail} of {n} checks failed.",
-    "warn": "No check failed, but {n_warn} of {n} checks need attention.",
+    "fail": "The model did not pass this audit: {n_blocking} of {n} checks failed at "
+    "critical or major severity.",
+    "warn": "No critical or major check failed, but {n_attention} of {n} checks need "
+    "attention (a minor failure or an inconclusive result).",
     "pass": "All {n_pass} evaluated checks passed.",
     "skipped": "No check could be evaluated: all {n} checks were skipped.",
     "empty": "This report contains no checks.",
@@ -45,146 +59,82 @@ HEADLINES: dict[str, str] = {
 SKIPPED_NOTE = "{n_skipped} {checks} could not be evaluated; each section says why."
 
 
-def decimals_for(x: float) -> int:
-    """Decimal places that show ``x`` with sensible precision.
-
-    Two decimals between 0.1 and 10, fewer for large numbers, two significant digits
-    for small ones (at most 6 decimals).
-
-    Examples
-    --------
-    >>> [decimals_for(x) for x in (1234.5, 12.3, 0.912, 0.034, 0.0012, 0.0)]
-    [0, 1, 2, 3, 4, 2]
-    """
-    a = abs(float(x))
-    if not math.isfinite(a) or a == 0.0:
-        return 2
-    if a >= 100:
-        return 0
-    if a >= 10:
-        return 1
-    if a >= 0.1:
-        return 2
-    return min(6, 1 - math.floor(math.log10(a)))
-
-
-def format_number(x: Any, decimals: int | None = None) -> str:
-    """Format one number for the report; ``"–"`` when missing or not finite.
-
-    Integers (and bools) are written without decimals, with thousands separators.
-
-    Examples
-    --------
-    >>> format_number(0.91234), format_number(12345), format_number(None), format_number(0.034)
-    ('0.91', '12,345', '–', '0.034')
-    >>> format_number(0.5, decimals=3)
-    '0.500'
-    """
-    if x is None or isinstance(x, bool):
-        return "–" if x is None else str(x).lower()
-    if isinstance(x, int):
-        return f"{x:,}"
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
-        return str(x)
-    if not math.isfinite(f):
-        return "–"
-    d = decimals_for(f) if decimals is None else decimals
-    if f != 0.0 and abs(f) < 10.0**-d:
-        return f"{f:.1e}"
-    return f"{f:,.{d}f}"
-
-
-def _is_count(*xs: Any) -> bool:
-    vals = [x for x in xs if x is not None]
-    return bool(vals) and all(
-        isinstance(x, (int, float))
-        and not isinstance(x, bool)
-        and math.isfinite(float(x))
-        and float(x).is_integer()
-        and abs(float(x)) < 1e15
-        for x in vals
-    )
-
-
-def format_value_ci(
-    value: float | None, ci: Iterable[float | None] | None = None, *, decimals: int | None = None
-) -> str:
-    """Format a value with its confidence interval as ``"0.91 [0.88, 0.93]"``.
-
-    The bounds use the same number of decimals as the value.
-
-    Examples
-    --------
-    >>> format_value_ci(0.9123, (0.881, 0.934))
-    '0.91 [0.88, 0.93]'
-    >>> format_value_ci(0.034, [0.0121, 0.0562])
-    '0.034 [0.012, 0.056]'
-    >>> format_value_ci(None)
-    '–'
-    """
-    if value is None or not math.isfinite(float(value)):
-        return "–"
-    bounds = None if ci is None else list(ci)
-    if decimals is None:
-        if bounds is None and _is_count(value):
-            return format_number(int(float(value)))
-        ref = float(value)
-        if ref == 0.0 and bounds:
-            finite = [abs(float(b)) for b in bounds if b is not None and math.isfinite(float(b))]
-            ref = max(finite, default=0.0)
-        decimals = decimals_for(ref)
-    text = format_number(float(value), decimals)
-    if bounds is not None and len(bounds) == 2:
-        lo, hi = (format_number(None if b is None else float(b), decimals) for b in bounds)
-        text += f" [{lo}, {hi}]"
-    return text
-
-
-def format_threshold(op: str | None, threshold: float | None) -> str:
-    """Format ``op threshold`` as ``"≤ 0.05"`` (``"–"`` when there is none).
-
-    Examples
-    --------
-    >>> format_threshold("<=", 0.05), format_threshold(">=", 0.75), format_threshold(None, None)
-    ('≤ 0.05', '≥ 0.75', '–')
-    >>> format_threshold("<=", 0.0), format_threshold(">", 0.125)
-    ('≤ 0', '> 0.125')
-    """
-    if op is None or threshold is None or not math.isfinite(float(threshold)):
-        return "–"
-    # A threshold is a number someone wrote in a policy: show it as written.
-    return f"{OP_SYMBOLS.get(op, op)} {float(threshold):g}"
-
-
 @dataclass(frozen=True)
 class Finding:
-    """One failed or warned check, ranked and put into words.
+    """One root cause: the failed or inconclusive checks behind it, in words.
 
     Attributes
     ----------
-    section : str
-        Name of the section the check belongs to.
-    section_title : str
-        Its heading.
-    check : Check
-        The check itself.
-    sentence : str
-        Plain-language statement with the number, its CI and the threshold.
+    title : str
+        The finding as a headline.
+    severity : {"critical", "major", "minor", "info"}
+        The most serious severity among the checks that set the status.
+    status : {"fail", "inconclusive"}
+        ``fail`` when any check failed, else ``inconclusive``.
+    checks : tuple of Check
+        Every check of the cause that did not pass (the deciding check first).
+    text : str
+        The numbers with their CIs, who is affected.
     advice : str
-        What to do about it (the check's ``advice``; empty when it gave none).
+        What to do next.
+    cause : str
+        Root-cause key (a check id for a check no audit grouped).
+    sections : tuple of str
+        Names of the sections the checks come from.
+    section_titles : tuple of str
     excess : float
-        How far the value lies beyond the threshold, relative to the threshold
-        (``inf`` for a zero threshold); the ranking key within a severity.
+        How far the deciding check lies beyond its threshold, relative to the threshold
+        (``inf`` for a zero threshold).
     """
 
-    section: str
-    section_title: str
-    check: Check
-    sentence: str
+    title: str
+    severity: str
+    status: str
+    checks: tuple[Check, ...]
+    text: str
     advice: str
+    cause: str
+    sections: tuple[str, ...]
+    section_titles: tuple[str, ...]
     excess: float
+    _key: tuple[Any, ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def check(self) -> Check:
+        """The deciding check (the most serious, furthest beyond its threshold)."""
+        return self.checks[0]
+
+    @property
+    def check_ids(self) -> tuple[str, ...]:
+        """Ids of the checks behind the finding."""
+        return tuple(c.id for c in self.checks)
+
+    @property
+    def sentence(self) -> str:
+        """The finding's text (kept for callers of the one-check findings)."""
+        return self.text
+
+    @property
+    def section(self) -> str:
+        """The first section the finding comes from."""
+        return self.sections[0]
+
+    @property
+    def section_title(self) -> str:
+        """Its title."""
+        return self.section_titles[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record in ``audit.json``'s ``summary.findings``."""
+        return {
+            "title": self.title,
+            "severity": self.severity,
+            "status": self.status,
+            "checks": list(self.check_ids),
+            "text": self.text,
+            "advice": self.advice,
+            "cause": self.cause,
+        }
 
 
 @dataclass(frozen=True)
@@ -194,19 +144,21 @@ class ExecutiveSummary:
     Attributes
     ----------
     verdict : {"fail", "warn", "pass", "skipped", "empty"}
-        ``fail`` when any check failed, else ``warn`` when any warned, ``pass`` when at
-        least one check passed, ``skipped`` when every check was skipped, ``empty``
-        when there are no checks.
+        ``fail`` when a critical or major check failed, ``warn`` when a minor/info check
+        failed or a check was inconclusive, ``pass`` when at least one check passed,
+        ``skipped`` when every check was skipped, ``empty`` when there are no checks.
     headline : str
-        One sentence stating the verdict with counts.
     counts : dict of str to int
-        Number of checks per status (every status is a key).
+        Number of checks per display status (``fail``, ``warn``, ``pass``, ``skipped``).
+    status_counts : dict of str to int
+        Number of checks per status (``pass``, ``fail``, ``inconclusive``, ``skipped``).
     findings : tuple of Finding
-        The most important failed or warned checks, most important first.
+        Every finding, most important first (at most ``n_findings`` of them).
     n_attention : int
-        How many checks failed or warned in total (``len(findings)`` may be fewer).
+        How many findings there are in total.
+    n_blocking : int
+        How many checks failed at critical or major severity.
     skipped_note : str
-        A sentence about skipped checks (empty when none were skipped).
     """
 
     verdict: str
@@ -215,23 +167,49 @@ class ExecutiveSummary:
     findings: tuple[Finding, ...]
     n_attention: int
     skipped_note: str
+    status_counts: Mapping[str, int] = field(default_factory=dict)
+    n_blocking: int = 0
 
     @property
     def n_checks(self) -> int:
         """Total number of checks."""
         return sum(self.counts.values())
 
+    def to_dict(self) -> dict[str, Any]:
+        """The ``summary`` block of ``audit.json``."""
+        return {
+            "verdict": self.verdict,
+            "headline": self.headline,
+            "counts": dict(self.status_counts),
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
 
 def _excess(check: Check) -> float:
+    """How far beyond its threshold even the favourable end of the check's CI lies.
+
+    Relative to the threshold; the point estimate when there is no usable CI, 0 when the
+    CI straddles the threshold. A gap of a small intersection with a wide CI thus ranks
+    below a gap the data pin down, however large its point estimate.
+    """
     if check.value is None or check.threshold is None:
         return 0.0
-    d = abs(float(check.value) - float(check.threshold))
-    if check.threshold == 0.0:
+    t = float(check.threshold)
+    ref = float(check.value)
+    ev = check.evidence
+    if ev == "straddles":
+        return 0.0
+    if ev == "beyond_threshold" and check.ci is not None:
+        lo, hi = (float(x) for x in check.ci)
+        ref = min((lo, hi), key=lambda b: abs(b - t))
+    d = abs(ref - t)
+    if t == 0.0:
         return math.inf if d > 0 else 0.0
-    return d / abs(float(check.threshold))
+    return d / abs(t)
 
 
-def _sentence(check: Check, confidence: float) -> str:
+def check_sentence(check: Check, confidence: float) -> str:
+    """One check in words: the number, its CI, the policy's threshold, what the CI says."""
     text = f"{_capitalise(check.description.rstrip('.'))}: {format_value_ci(check.value, check.ci)}"
     if check.op is not None and check.threshold is not None:
         text += (
@@ -253,8 +231,99 @@ def _capitalise(s: str) -> str:
     return s[:1].upper() + s[1:]
 
 
+@dataclass
+class _Group:
+    cause: str
+    title: str = ""
+    texts: list[str] = field(default_factory=list)
+    advice: list[str] = field(default_factory=list)
+    checks: list[tuple[Check, str, str]] = field(default_factory=list)
+
+
+def _groups(report: Report) -> list[_Group]:
+    """Root causes merged by key across sections, then one group per unclaimed check."""
+    by_key: dict[str, _Group] = {}
+    claimed: set[tuple[str, str]] = set()
+    for sec in report.sections:
+        ids = {c.id: c for c in sec.checks}
+        rc: RootCause
+        for rc in sec.root_causes:
+            g = by_key.setdefault(rc.key, _Group(rc.key, rc.title))
+            if rc.text:
+                g.texts.append(rc.text)
+            if rc.advice and rc.advice not in g.advice:
+                g.advice.append(rc.advice)
+            for cid in rc.checks:
+                if cid in ids and (sec.name, cid) not in claimed:
+                    claimed.add((sec.name, cid))
+                    g.checks.append((ids[cid], sec.name, sec.title))
+    groups = list(by_key.values())
+    for sec in report.sections:
+        for c in sec.checks:
+            if (sec.name, c.id) in claimed or c.status not in _STATUS_RANK:
+                continue
+            g = _Group(c.id, _capitalise(c.description.rstrip(".")))
+            g.checks.append((c, sec.name, sec.title))
+            if c.advice:
+                g.advice.append(c.advice)
+            groups.append(g)
+    return groups
+
+
+def _finding(g: _Group, confidence: float) -> Finding | None:
+    open_ = [(c, s, t) for c, s, t in g.checks if c.status in _STATUS_RANK]
+    if not open_:
+        return None
+    status = "fail" if any(c.status == "fail" for c, _, _ in open_) else "inconclusive"
+    deciding = [x for x in open_ if x[0].status == status]
+    severity = min((c.severity for c, _, _ in deciding), key=_SEVERITY_RANK.__getitem__)
+    deciding = [x for x in deciding if x[0].severity == severity]
+
+    def order(x: tuple[Check, str, str]) -> tuple[Any, ...]:
+        c = x[0]
+        return (
+            _STATUS_RANK[c.status],
+            _SEVERITY_RANK[c.severity],
+            c.evidence == "straddles",
+            -round(_excess(c), 9),
+            c.id,
+        )
+
+    open_.sort(key=order)
+    lead = min(deciding, key=order)
+    open_.remove(lead)
+    open_.insert(0, lead)
+    excess = _excess(lead[0])
+    text = " ".join(g.texts) or " ".join(check_sentence(c, confidence) for c, _, _ in open_[:3])
+    sections = tuple(dict.fromkeys(s for _, s, _ in open_))
+    titles = tuple(dict.fromkeys(t for _, _, t in open_))
+    # A finding the data may not support (every deciding CI straddles the threshold)
+    # ranks after those the CI supports, however far its point estimate lies.
+    unsure = all(c.evidence == "straddles" for c, _, _ in deciding)
+    key = (
+        _SEVERITY_RANK[severity],
+        _STATUS_RANK[status],
+        unsure,
+        -round(excess, 9),
+        g.cause,
+    )
+    return Finding(
+        title=g.title,
+        severity=severity,
+        status=status,
+        checks=tuple(c for c, _, _ in open_),
+        text=text,
+        advice=" ".join(g.advice),
+        cause=g.cause,
+        sections=sections,
+        section_titles=titles,
+        excess=excess,
+        _key=key,
+    )
+
+
 def build_summary(
-    report: Report, *, n_findings: int = 3, confidence: float | None = None
+    report: Report, *, n_findings: int | None = None, confidence: float | None = None
 ) -> ExecutiveSummary:
     """Build the executive summary of ``report`` from the checks of all its sections.
 
@@ -262,8 +331,8 @@ def build_summary(
     ----------
     report : Report
         The report to summarise.
-    n_findings : int, default=3
-        How many findings to put into words.
+    n_findings : int, optional
+        Keep at most this many findings (default: all).
     confidence : float, optional
         Confidence level of the CIs, for the wording; read from
         ``report.meta["confidence"]`` or ``report.meta["policy"]["settings"]["confidence"]``
@@ -281,71 +350,58 @@ def build_summary(
     ...                      advice="Collect more data of the worse-served group.")
     >>> rep = Report([Section("fairness", "Fairness", "One gap.", checks=[gap])])
     >>> s = build_summary(rep)
-    >>> s.verdict, s.counts["fail"]
-    ('fail', 1)
-    >>> print(s.findings[0].sentence)  # doctest: +NORMALIZE_WHITESPACE
-    AUROC gap between sexes: 0.12 [0.08, 0.16]; the policy requires at most 0.05.
+    >>> s.verdict, s.status_counts["fail"], s.findings[0].status, s.findings[0].severity
+    ('fail', 1, 'fail', 'major')
+    >>> print(s.findings[0].text)  # doctest: +NORMALIZE_WHITESPACE
+    AUROC gap between sexes: 0.120 [0.080, 0.160]; the policy requires at most 0.05.
     The 95% CI lies entirely beyond the threshold.
     """
     if not isinstance(report, Report):
         raise param_error("report", "build_summary", "a medaudit Report", type(report).__name__)
-    if not isinstance(n_findings, int) or isinstance(n_findings, bool) or n_findings < 0:
-        raise param_error("n_findings", "build_summary", "a non-negative int", n_findings)
+    if n_findings is not None and (
+        not isinstance(n_findings, int) or isinstance(n_findings, bool) or n_findings < 0
+    ):
+        raise param_error("n_findings", "build_summary", "a non-negative int or None", n_findings)
     if confidence is None:
         confidence = _confidence_from_meta(report.meta)
-    counts = dict.fromkeys(("pass", "fail", "warn", "skipped"), 0)
-    ranked: list[tuple[tuple[int, int, float, str, int], Finding]] = []
-    order = 0
-    for section in report.sections:
-        for check in section.checks:
-            shown = display_status(check)
-            counts[shown] += 1
-            if shown not in _SEVERITY_RANK:
-                continue
-            excess = _excess(check)
-            finding = Finding(
-                section=section.name,
-                section_title=section.title,
-                check=check,
-                sentence=_sentence(check, confidence),
-                advice=check.advice,
-                excess=excess,
-            )
-            # A finding that may be noise (its CI crosses the threshold) ranks after those
-            # the CI supports and those without sampling error (counts such as patient
-            # overlap), however far its point estimate lies; then the larger excess.
-            # Rounded so that float noise does not decide between equal excesses.
-            certainty = 1 if check.evidence == "straddles" else 0
-            key = (_SEVERITY_RANK[shown], certainty, -round(excess, 9), check.id, order)
-            ranked.append((key, finding))
-            order += 1
-    ranked.sort(key=lambda kf: kf[0])
-    n = sum(counts.values())
-    if counts["fail"]:
+    checks = report.checks
+    counts = dict.fromkeys(("fail", "warn", "pass", "skipped"), 0)
+    status_counts = dict.fromkeys(("fail", "inconclusive", "pass", "skipped"), 0)
+    for c in checks:
+        counts[display_status(c)] += 1
+        status_counts[c.status] += 1
+    findings = [f for g in _groups(report) if (f := _finding(g, confidence)) is not None]
+    findings.sort(key=lambda f: f._key)
+    n = len(checks)
+    n_blocking = sum(c.blocking for c in checks)
+    n_open = status_counts["fail"] + status_counts["inconclusive"]
+    if n_blocking:
         verdict = "fail"
-    elif counts["warn"]:
+    elif n_open:
         verdict = "warn"
-    elif counts["pass"]:
+    elif status_counts["pass"]:
         verdict = "pass"
     elif n:
         verdict = "skipped"
     else:
         verdict = "empty"
     headline = HEADLINES[verdict].format(
-        n=n, n_fail=counts["fail"], n_warn=counts["warn"], n_pass=counts["pass"]
+        n=n, n_blocking=n_blocking, n_attention=n_open, n_pass=status_counts["pass"]
     )
     skipped_note = ""
-    if counts["skipped"] and verdict != "skipped":
-        skipped_note = SKIPPED_NOTE.format(
-            n_skipped=counts["skipped"], checks="check" if counts["skipped"] == 1 else "checks"
-        )
+    if status_counts["skipped"] and verdict != "skipped":
+        k = status_counts["skipped"]
+        skipped_note = SKIPPED_NOTE.format(n_skipped=k, checks="check" if k == 1 else "checks")
+    kept = findings if n_findings is None else findings[:n_findings]
     return ExecutiveSummary(
         verdict=verdict,
         headline=headline,
         counts=counts,
-        findings=tuple(f for _, f in ranked[:n_findings]),
-        n_attention=len(ranked),
+        findings=tuple(kept),
+        n_attention=len(findings),
         skipped_note=skipped_note,
+        status_counts=status_counts,
+        n_blocking=n_blocking,
     )
 
 
@@ -356,6 +412,9 @@ def _confidence_from_meta(meta: Mapping[str, Any]) -> float:
         settings = policy.get("settings")
         if isinstance(settings, Mapping):
             candidates.append(settings.get("confidence"))
+    settings = meta.get("policy_settings")
+    if isinstance(settings, Mapping):
+        candidates.append(settings.get("confidence"))
     for c in candidates:
         if isinstance(c, (int, float)) and not isinstance(c, bool) and 0 < c < 1:
             return float(c)

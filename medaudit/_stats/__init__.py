@@ -1,0 +1,1 @@
+"""Implementation modules of :mod:`medaudit.stats` (import the public names from there)."""

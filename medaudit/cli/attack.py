@@ -1,0 +1,211 @@
+"""``medaudit attack``: attack a trained model to measure what it gives away.
+
+A command group (a typer sub-app): ``attack membership`` today; other attacks
+(reconstruction, ...) add their commands to :data:`attack_app`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from medaudit.cli._common import parse_list, read_policy, require_file
+from medaudit.cli.app import app
+
+__all__ = ["attack_app", "attack_membership", "membership"]
+
+attack_app = typer.Typer(
+    name="attack",
+    help="Attack a trained model to measure what it gives away (membership inference).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(attack_app, name="attack")
+
+
+def attack_membership(
+    model: Path,
+    members: Path,
+    non_members: Path,
+    out: Path,
+    *,
+    population: Path | None = None,
+    reference_models: int = 1,
+    attacks: list[str] | None = None,
+    epochs: int = 10,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    arch: str | None = None,
+    policy: Path | None = None,
+    seed: int | None = None,
+    cache_dir: Path | None = None,
+    cache: bool = True,
+    workers: int = 0,
+    backend: str = "auto",
+    device: str = "cpu",
+    progress: bool = False,
+) -> Any:
+    """Run the membership attacks on ``model`` and save the ``privacy`` report in ``out``.
+
+    Members and non-members (and the population) that share a patient are refused
+    before any work is done.
+    """
+    from medaudit._device import resolve_device
+    from medaudit.attacks.membership._data import check_disjoint
+    from medaudit.data import load_cohort
+    from medaudit.pipeline import load_model_and_predict, run_audits
+
+    for path, what in (
+        (model, "Checkpoint"),
+        (members, "Members manifest"),
+        (non_members, "Non-members manifest"),
+    ):
+        require_file(path, what)
+    member_cohort = load_cohort(members)
+    non_cohort = load_cohort(non_members)
+    pop = load_cohort(require_file(population, "Population manifest")) if population else None
+    check_disjoint(member_cohort, non_cohort, "members", "non-members")
+    if pop is not None:
+        check_disjoint(pop, member_cohort, "population", "members")
+        check_disjoint(pop, non_cohort, "population", "non-members")
+    settings: dict[str, Any] = {
+        "privacy.reference_models": reference_models,
+        "privacy.reference_epochs": epochs,
+        "privacy.reference_batch_size": batch_size,
+        "privacy.reference_lr": lr,
+        "privacy.cache": cache,
+        "privacy.workers": workers,
+        "privacy.backend": backend,
+    }
+    if attacks is not None:  # named on the command line: each must run
+        settings["privacy.attacks"] = attacks
+        settings["privacy.require_attacks"] = True
+    if seed is not None:
+        settings["seed"] = seed
+    pol = read_policy(policy)
+    pol = pol.with_settings(settings, source=f"{pol.source} + command-line settings")
+    dev = resolve_device(device)
+    lp = load_model_and_predict(model, non_members, arch=arch, device=dev, progress=progress)
+    report = run_audits(
+        lp.predictions,
+        lp.cohort,
+        audits=["privacy"],
+        policy=pol,
+        train=member_cohort,
+        population=pop,
+        model=lp.loaded.model,
+        model_info={**lp.model_info, "checkpoint": model.name},
+        meta={"title": f"medaudit attack membership — {model.name}"},
+        device=dev,
+        cache_dir=cache_dir,
+        progress=progress,
+    )
+    report.save(out)
+    return report
+
+
+@attack_app.command("membership")
+def membership(
+    model: Annotated[
+        Path, typer.Option("--model", help="Checkpoint (.safetensors, .pt, TorchScript).")
+    ],
+    members: Annotated[
+        Path, typer.Option("--members", help="Manifest of the images the model trained on.")
+    ],
+    non_members: Annotated[
+        Path,
+        typer.Option(
+            "--non-members",
+            help="Manifest of images from the same source the model never saw "
+            "(no patient in common with the members).",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder for index.html and audit.json.")],
+    population: Annotated[
+        Path | None,
+        typer.Option(
+            "--population",
+            help="Manifest of more images from the same source, in neither set: reference "
+            "models train on them. Default: hold out half of the non-members' patients.",
+        ),
+    ] = None,
+    reference_models: Annotated[
+        int,
+        typer.Option(
+            "--reference-models",
+            min=0,
+            help="Reference models K (RMIA works with 1; LiRA needs 2, online LiRA an even "
+            "number >= 4).",
+        ),
+    ] = 1,
+    attacks: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated attacks: loss, calibrated_loss, rmia, lira, lira_online "
+            "(default: loss, calibrated_loss, rmia, and lira when K >= 2)."
+        ),
+    ] = None,
+    epochs: Annotated[
+        int, typer.Option(min=1, help="Epochs of each reference model (mirror the target's).")
+    ] = 10,
+    batch_size: Annotated[int, typer.Option(min=1, help="Reference models' batch size.")] = 64,
+    lr: Annotated[float, typer.Option(min=0.0, help="Reference models' learning rate.")] = 1e-3,
+    arch: Annotated[str | None, typer.Option(help="Architecture of a state-dict .pt file.")] = None,
+    policy: Annotated[Path | None, typer.Option(help="Policy TOML with thresholds.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of every random choice.")] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(help="Cache folder (default: ~/.cache/medaudit or $MEDAUDIT_CACHE_DIR)."),
+    ] = None,
+    cache: Annotated[
+        bool, typer.Option(help="Reuse reference models trained before (content-hash cache).")
+    ] = True,
+    workers: Annotated[
+        int, typer.Option(min=0, help="Processes training reference models (0: one per core).")
+    ] = 0,
+    backend: Annotated[
+        str,
+        typer.Option(help="auto (a running Ray cluster, else processes), serial, process, ray."),
+    ] = "auto",
+    device: Annotated[
+        str, typer.Option(help="auto (CUDA when present), cpu, cuda or mps.")
+    ] = "cpu",
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> int:
+    """Membership inference: exit 0, 1 if a critical or major check fails, 2 on bad input."""
+    report = attack_membership(
+        model,
+        members,
+        non_members,
+        out,
+        population=population,
+        reference_models=reference_models,
+        attacks=parse_list(attacks),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        arch=arch,
+        policy=policy,
+        seed=seed,
+        cache_dir=cache_dir,
+        cache=cache,
+        workers=workers,
+        backend=backend,
+        device=device,
+        progress=progress,
+    )
+    sec = report.section("privacy")
+    failed = [c for c in report.checks if c.blocking]
+    typer.echo(sec.summary)
+    typer.echo(
+        f"Report written to {out / 'index.html'}: "
+        + (
+            "no critical or major check failed."
+            if not failed
+            else f"{len(failed)} check(s) failed: {', '.join(c.id for c in failed)}."
+        )
+    )
+    return 1 if failed else 0
