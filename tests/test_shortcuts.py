@@ -177,7 +177,11 @@ def test_disentangle_hooks_plug_into_the_training_loop(hospitals):
     d = disentangle_hooks(model, train, "site,sex", epochs=2, batch_size=32, **norm)
     bn = model.body[1]
     res = train_model(model, train, epochs=2, batch_size=32, hooks=d.hooks, **norm)
-    assert int(bn.num_batches_tracked) == res.steps  # reference passes leave BatchNorm alone
+    # The reference passes leave BatchNorm alone: it tracked exactly the batches a plain
+    # run of the same recipe tracks (the loop may hand back an earlier epoch's weights).
+    plain = build_model("small_cnn", random_state=0)
+    train_model(plain, train, epochs=2, batch_size=32, **norm)
+    assert int(bn.num_batches_tracked) == int(plain.body[1].num_batches_tracked) > 0
     assert res.steps == len(d.history) == 6
     assert d.history[0]["lambda"] == 0.0 < d.history[-1]["lambda"] < 1.0
     assert {"site_loss", "sex_loss", "site_accuracy"} <= set(d.history[-1])
