@@ -57,6 +57,7 @@ AUDIT_MODULES: tuple[str, ...] = (
     "medaudit.attacks.membership",
     "medaudit.robustness",
     "medaudit.shortcuts",
+    "medaudit.federated",
 )
 
 # What an audit may need beyond the clean predictions, and how a user provides it.
