@@ -155,8 +155,16 @@ def run_demo(
     calibration = predict(result.model, val, mean=mean, std=std, device=device)
     timings["predict"] = round(time.perf_counter() - t0, 3)
 
+    # The shortcut audit also examines the planted site marker (a column of the data).
+    shortcut_attrs = ["site", "marker", "sex", "age_group", "insurance"]
     policy = Policy.from_mapping(
-        {"settings": {"seed": seed, "n_bootstrap": settings.n_bootstrap}},
+        {
+            "settings": {
+                "seed": seed,
+                "n_bootstrap": settings.n_bootstrap,
+                "shortcuts": {"attributes": shortcut_attrs},
+            }
+        },
         source="built-in defaults (demo)",
     )
     heldout = sorted(cohort.meta.loc[cohort.meta["split"] == "external", "site"].unique())

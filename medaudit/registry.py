@@ -57,6 +57,7 @@ AUDIT_MODULES: tuple[str, ...] = (
     "medaudit.privacy",
     "medaudit.attacks.membership",
     "medaudit.robustness",
+    "medaudit.shortcuts",
     "medaudit.federated",
 )
 

@@ -9,10 +9,16 @@ from typing import Annotated, Any
 import typer
 
 from medaudit._errors import InvalidInputError
-from medaudit.cli._common import require_file
+from medaudit.cli._common import parse_list, require_file
 from medaudit.cli.app import app
 
-__all__ = ["train", "train_checkpoint"]
+__all__ = ["MSG_DP_DISENTANGLE", "train", "train_checkpoint"]
+
+MSG_DP_DISENTANGLE = (
+    "--disentangle cannot be combined with --dp: the adversary's gradients would reach the "
+    "model outside DP-SGD's per-sample clipping and noise, and the privacy ledger would not "
+    "cover them."
+)
 
 
 def train_checkpoint(
@@ -28,13 +34,20 @@ def train_checkpoint(
     device: str = "cpu",
     progress: bool = False,
     dp: Mapping[str, Any] | None = None,
+    disentangle: list[str] | None = None,
+    disentangle_weight: float = 0.1,
 ) -> dict[str, float]:
     """Train on ``data`` (its train/val splits, or a patient split) and save to ``out``.
 
     ``dp``: keyword arguments of :func:`medaudit.privacy.train_private` (train with
     DP-SGD; the ledger is saved under the checkpoint's metadata key ``privacy``).
+    ``disentangle`` names attribute columns to train out of the features (adversaries
+    behind a gradient-reversal layer, :func:`medaudit.shortcuts.disentangle_hooks`); it
+    cannot be combined with ``dp``.
     Returns the best epoch, its validation AUROC and ECE (and ε with ``dp``).
     """
+    if disentangle and dp is not None:
+        raise InvalidInputError(MSG_DP_DISENTANGLE)
     from medaudit.data import load_cohort, patient_split
     from medaudit.models import build_model, compute_normalization, save_checkpoint, train_model
 
@@ -56,7 +69,23 @@ def train_checkpoint(
     model = build_model(arch, in_channels=c, num_classes=cohort.num_classes, random_state=seed)
     options: dict[str, Any] = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
     options.update(image_size=size, in_channels=c, mean=mean, std=std, device=device)
-    ledger = None
+    ledger, extra = None, None
+    if disentangle:  # adversaries remove these attributes from the features (issue 12)
+        from medaudit.shortcuts import disentangle_hooks
+
+        options["hooks"] = disentangle_hooks(
+            model,
+            train,
+            disentangle,
+            mean=mean,
+            std=std,
+            weight=disentangle_weight,
+            epochs=epochs,
+            batch_size=batch_size,
+            image_size=size,
+            seed=seed,
+        ).hooks
+        extra = {"disentangled": list(disentangle), "disentangle_weight": disentangle_weight}
     if dp is None:
         result = train_model(model, train, val, progress=progress, **options)
     else:  # DP-SGD (medaudit.privacy); the ledger goes into the checkpoint's metadata
@@ -74,6 +103,7 @@ def train_checkpoint(
         class_names=list(cohort.class_names),
         mean=mean,
         std=std,
+        extra=extra,
         privacy=ledger,
     )
     best = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0]
@@ -108,6 +138,13 @@ def train(
         str, typer.Option(help="auto (CUDA when present), cpu, cuda or mps.")
     ] = "cpu",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    disentangle: Annotated[
+        str | None,
+        typer.Option(help="Attribute columns to train out of the features (e.g. site,sex)."),
+    ] = None,
+    disentangle_weight: Annotated[
+        float, typer.Option(min=0.0, help="Final gradient-reversal strength (lambda).")
+    ] = 0.1,
     dp: Annotated[bool, typer.Option("--dp", help="Train with DP-SGD (Opacus).")] = False,
     epsilon: Annotated[float | None, typer.Option(help="DP: target epsilon.")] = None,
     delta: Annotated[float | None, typer.Option(help="DP: delta [default: <= 0.1/N].")] = None,
@@ -131,6 +168,8 @@ def train(
         seed=seed,
         device=device,
         progress=progress,
+        disentangle=parse_list(disentangle),
+        disentangle_weight=disentangle_weight,
     )
     typer.echo(
         f"Saved {out} (best epoch {res['best_epoch']:.0f}, "
