@@ -53,11 +53,11 @@ AUDIT_MODULES: tuple[str, ...] = (
     "medaudit.integrity",
     "medaudit.performance",
     "medaudit.fairness",
-    "medaudit.watermark",
+    "medaudit.shortcuts",
+    "medaudit.robustness",
     "medaudit.privacy",
     "medaudit.attacks.membership",
-    "medaudit.robustness",
-    "medaudit.shortcuts",
+    "medaudit.watermark",
     "medaudit.federated",
 )
 
