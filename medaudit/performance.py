@@ -596,6 +596,7 @@ def _per_site(
         np.array([aucs[k][0] for k in names]),
         np.stack([aucs[k][1] for k in names], axis=1),
         boot.confidence,
+        bounds=(0.0, 1.0),
     )
     best, worst, gap, gap_ci = names[res.high], names[res.low], res.value, res.ci
     return table, policy.judge(

@@ -351,3 +351,22 @@ def test_coverage_harness_smoke(tmp_path):
     text = doc.read_text()
     assert rc == 0 and "old" not in text and text.startswith("intro") and text.endswith("end\n")
     assert "| EOD/DPD with a skipped group |" in text and (tmp_path / "r.csv").exists()
+
+
+def test_gap_intervals_are_cut_to_where_the_quantity_lies():
+    # A range of quantities in [lo, hi] lies in [0, hi - lo]; an extreme in [lo, hi].
+    # (The demo's site AUROC gap had a max-t interval of [0, 2.77] before the cut.)
+    from medaudit.stats import extreme_interval, range_interval
+
+    rng = np.random.default_rng(0)
+    reps = np.c_[rng.normal(0.9, 0.05, 500), rng.normal(0.6, 0.2, 500), rng.normal(0.8, 0.05, 500)]
+    pts = np.array([0.9, 0.6, 0.8])
+    free = range_interval(pts, reps)
+    assert free.ci[1] > 0.5
+    cut = range_interval(pts, reps, bounds=(0.25, 0.75))
+    assert cut.ci == (min(free.ci[0], 0.5), 0.5)
+    assert cut.value == free.value and cut.p_value == free.p_value
+    low_free = extreme_interval(pts, reps, which="min")
+    assert low_free.ci[0] < 0.25 and low_free.ci[1] > 0.9
+    low = extreme_interval(pts, reps, which="min", bounds=(0.25, 0.9))
+    assert low.ci == (0.25, 0.9) and low.value == low_free.value

@@ -230,6 +230,8 @@ def range_interval(
     points: Sequence[np.ndarray] | np.ndarray,
     replicates: Sequence[np.ndarray] | np.ndarray,
     confidence: float = 0.95,
+    *,
+    bounds: tuple[float, float] | None = None,
 ) -> GapInterval:
     """Interval of ``max - min`` over groups, simultaneous over every pair of groups.
 
@@ -244,6 +246,11 @@ def range_interval(
     replicates : ndarray of shape (n_replicates, n_groups) or a sequence of them
         Bootstrap replicates aligned with ``points``.
     confidence : float
+    bounds : (float, float), optional
+        Where the quantity itself lies (e.g. ``(0, 1)`` for a rate or an AUROC): the
+        interval is then cut to ``[0, hi - lo]``, where every range lies. Cutting an
+        interval to the parameter space keeps its coverage; without it a max-t interval
+        whose critical value is driven by a near-degenerate group can run past 1.
 
     Returns
     -------
@@ -292,6 +299,9 @@ def range_interval(
     highs = [far[fam == f].max() for f in np.unique(fam)]
     done = math.isfinite(sim.critical)
     ci = (float(max(lows)), float(max(highs))) if done else (math.nan, math.nan)
+    if bounds is not None and done:
+        span = float(bounds[1] - bounds[0])
+        ci = (min(ci[0], span), min(ci[1], span))
     return GapInterval(best[0], ci, sim.p_value(0.0), best[1], best[2])
 
 
@@ -301,6 +311,7 @@ def extreme_interval(
     confidence: float = 0.95,
     *,
     which: str = "min",
+    bounds: tuple[float, float] | None = None,
 ) -> GapInterval:
     """Interval of the smallest (or largest) group value, simultaneous over the groups.
 
@@ -313,6 +324,8 @@ def extreme_interval(
     points : ndarray of shape (n_groups,)
     replicates : ndarray of shape (n_replicates, n_groups)
     which : {"min", "max"}
+    bounds : (float, float), optional
+        Where the quantity lies (e.g. ``(0, 1)`` for a rate): the interval is cut to it.
 
     Returns
     -------
@@ -342,4 +355,7 @@ def extreme_interval(
         if math.isfinite(sim.critical)
         else (math.nan, math.nan)
     )
+    if bounds is not None and math.isfinite(sim.critical):
+        lo_b, hi_b = float(bounds[0]), float(bounds[1])
+        ci = (min(max(ci[0], lo_b), hi_b), min(max(ci[1], lo_b), hi_b))
     return GapInterval(float(p[g]), ci, math.nan, g, g)

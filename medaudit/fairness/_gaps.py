@@ -194,6 +194,11 @@ def _skip_note(ev: GroupingEvidence, parts: tuple[str, ...]) -> str:
     return NOTE_SKIPPED.format(groups=", ".join(skipped), value=value)
 
 
+# Every metric but the count is a rate, a score or an AUROC in [0, 1]: gap intervals are
+# cut to where the gaps can lie.
+_UNIT = (0.0, 1.0)
+
+
 def _valid(ev: GroupingEvidence, metric: str) -> list[int]:
     return [g for g in ev.eligible if math.isfinite(ev.point[metric][g])]
 
@@ -208,7 +213,8 @@ def _metric_rows(ev: GroupingEvidence, m: str) -> list[dict[str, Any]]:
         return [_row(ev, m, k, reason=_few_reason(ev)) for k in kinds]
     labels, n_g = ev.grouping.labels, len(ev.grouping.labels)
     pts, reps = ev.point[m], ev.reps[m]
-    rng_ = range_interval(pts[valid], reps[:, valid], ev.confidence)
+    unit = _UNIT if m != "count" else None
+    rng_ = range_interval(pts[valid], reps[:, valid], ev.confidence, bounds=unit)
     hi_g, lo_g = valid[rng_.high], valid[rng_.low]
     worst = lo_g if spec.higher_is_better else hi_g
     p, tested, src = _p(ev, m, rng_.p_value)
@@ -239,9 +245,14 @@ def _metric_rows(ev: GroupingEvidence, m: str) -> list[dict[str, Any]]:
         sign * (reps[:, [n_g]] - reps[:, valid]),
         ev.confidence,
         which="max",
+        bounds=(-1.0, 1.0) if unit else None,
     )
     ext = extreme_interval(
-        pts[valid], reps[:, valid], ev.confidence, which="min" if spec.higher_is_better else "max"
+        pts[valid],
+        reps[:, valid],
+        ev.confidence,
+        which="min" if spec.higher_is_better else "max",
+        bounds=unit,
     )
     for kind, res in (("worst_to_overall", dev), ("worst_group", ext)):
         out.append(
@@ -271,6 +282,7 @@ def _fairlearn_rows(ev: GroupingEvidence, done: list[dict[str, Any]]) -> list[di
             [ev.point[m][v] for m, v in zip(parts, valid, strict=True)],
             [ev.reps[m][:, v] for m, v in zip(parts, valid, strict=True)],
             ev.confidence,
+            bounds=_UNIT,
         )
         ranges = [
             float(np.nanmax(ev.point[m][v]) - np.nanmin(ev.point[m][v]))
