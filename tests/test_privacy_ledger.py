@@ -203,3 +203,26 @@ def test_accounting_parameters_are_validated():
         compute_epsilon(noise_multiplier=1, sample_rate=0.1, steps=1, delta=1.0)
     with pytest.raises(InvalidParameterError, match="'sample_rate'"):
         compute_epsilon(noise_multiplier=1, sample_rate=0.0, steps=1, delta=1e-5)
+
+
+def test_full_batch_steps_are_accounted_without_a_warning():
+    # Sample rate 1 (every step sees the whole data set): Opacus's PRV takes log(1 - q);
+    # this raised under filterwarnings=error in attacks/membership/run.py --quick. With
+    # q = 1 there is no subsampling: 10 Gaussian steps at sigma 1 are one Gaussian
+    # mechanism of mu = sqrt(10), and PRV must not exceed RDP's bound for it.
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+
+    kw = {"noise_multiplier": 1.0, "sample_rate": 1.0, "steps": 10, "delta": 1e-5}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prv = compute_epsilon(**kw, accountant="prv")
+        rdp = compute_epsilon(**kw, accountant="rdp")
+    mu = math.sqrt(10)  # Dong, Roth & Su (2022), Corollary 2.13: the exact curve of mu-GDP
+
+    def excess(eps: float) -> float:
+        return norm.cdf(-eps / mu + mu / 2) - math.exp(eps) * norm.cdf(-eps / mu - mu / 2) - 1e-5
+
+    exact = brentq(excess, 0.1, 50)
+    assert prv == pytest.approx(exact, rel=0.02)
+    assert exact <= rdp

@@ -18,6 +18,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 from medaudit._errors import InvalidInputError, param_error
 
 __all__ = [
@@ -161,7 +163,9 @@ def _epsilon(name: str, history: Sequence[tuple[float, float, int]], delta: floa
             return bound
     acc = _accountant(name)
     acc.history = list(history)
-    with _quiet_rdp_orders():
+    # Full-batch steps (sample rate 1) make Opacus's PRV take log(1 - q) = log(0); the
+    # -inf it gives is the right limit (every t exceeds it), so numpy's warning is noise.
+    with _quiet_rdp_orders(), np.errstate(divide="ignore"):
         return float(acc.get_epsilon(delta=delta))
 
 
