@@ -237,6 +237,26 @@ def test_female_fraction_sets_the_range_of_the_sites_mix():
         assert a.prevalence == b.prevalence and a.acq_noise == b.acq_noise
 
 
+def test_heldout_shift_makes_a_screening_site_on_an_average_scanner():
+    kw = {"n_sites": 4, "patients_per_site": 60, "image_size": 32, "seed": 2, "hard_subgroup": None}
+    base = generate_hospitals(**kw).meta
+    shifted = generate_hospitals(**kw, heldout_shift=0.7).meta
+    ext = shifted["split"] == "external"
+    train_sites = shifted[~ext].groupby("site").first()
+    for col in ("acq_noise", "acq_gamma", "acq_offset"):  # the training sites' mean
+        assert shifted.loc[ext, col].iat[0] == pytest.approx(train_sites[col].mean(), abs=1e-4)
+    profiles = site_profiles(n_sites=4, seed=2)
+    mix = np.mean([p.female_fraction for p in profiles[:3]])
+    female = shifted[ext].groupby("patient_id")["sex"].first().eq("female").mean()
+    assert abs(female - mix) < 0.15  # 60 patients drawn with the training sites' mix
+    # Lesion contrast x 0.3 at the held-out site only; the training sites are unchanged.
+    assert np.allclose(
+        shifted.loc[ext, "lesion_contrast"], 0.3 * base.loc[ext, "lesion_contrast"], atol=1e-3
+    )
+    assert (shifted.loc[ext, "lesion_contrast"] > 0).sum() > 0
+    assert shifted[~ext].equals(base[~ext])
+
+
 def test_sites_differ_in_prevalence_and_demographics(null_cohort):
     p = _patients(null_cohort.meta)
     for col in ("diseased", "sex"):
@@ -413,6 +433,8 @@ def test_write_synthetic_failure_leaves_nothing_half_written(tmp_path, monkeypat
         {"lesion_amplitude": 0.1},
         {"female_fraction": (0.6, 0.4)},
         {"female_fraction": (0.2, 1.2)},
+        {"heldout_shift": 1.5},
+        {"heldout_shift": -0.1},
     ],
 )
 def test_invalid_parameters(kwargs):

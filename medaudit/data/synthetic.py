@@ -36,6 +36,7 @@ Python loop.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -253,6 +254,7 @@ def _site_table(
     hard_factor: float,
     lesion_amplitude: tuple[float, float],
     seed: int,
+    lesion_scale: float = 1.0,
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Metadata of one site (one row per image) and the hidden rendering parameters."""
     rng = _rng(seed, 1, site_index)
@@ -293,7 +295,7 @@ def _site_table(
     ).astype(int)
     s_contrast = np.where(
         s_label,
-        rng.uniform(0.8, 1.2, n_st) * np.where(hard[s_patient], hard_factor, 1.0),
+        rng.uniform(0.8, 1.2, n_st) * np.where(hard[s_patient], hard_factor, 1.0) * lesion_scale,
         0.0,
     )
     # Lesions in lung coordinates: side (0 = image left), u across, v down; the largest
@@ -577,6 +579,7 @@ def _validate(
     seed: Any,
     lesion_amplitude: Any = LESION_AMPLITUDE,
     female_fraction: Any = (0.30, 0.70),
+    heldout_shift: Any = 0.0,
 ) -> dict[str, Any]:
     n = _check_int(n_sites, "n_sites", 1, MAX_SITES)
     out: dict[str, Any] = {
@@ -589,6 +592,7 @@ def _validate(
         "seed": _check_int(seed, "seed", 0, 2**63 - 1),
         "female_fraction": _check_range(female_fraction, "female_fraction"),
         "lesion_amplitude": _check_amplitude(lesion_amplitude),
+        "heldout_shift": _check_unit(heldout_shift, "heldout_shift"),
     }
     if len(out["split_fractions"]) != 3:
         raise param_error(
@@ -632,6 +636,7 @@ def generate_hospitals(
     seed: int = 0,
     lesion_amplitude: Sequence[float] = LESION_AMPLITUDE,
     female_fraction: Sequence[float] = (0.30, 0.70),
+    heldout_shift: float = 0.0,
 ) -> Cohort:
     """Generate chest-radiograph-like images from several hospitals, with ground truth.
 
@@ -667,6 +672,14 @@ def generate_hospitals(
     female_fraction : (float, float), default (0.30, 0.70)
         Range over which the sites' share of female patients is spread
         (:func:`site_profiles`).
+    heldout_shift : float in [0, 1], default 0
+        Spectrum shift of the held-out site: 0 draws it like the others; ``s > 0`` makes
+        it a screening population whose lesions have ``1 - s`` times the usual contrast
+        (earlier, subtler disease), seen on the training sites' average scanner (mean
+        noise, blur, gamma and offset) with their average share of women. Its AUROC then
+        drops because of its patients, the same way for every seed, and not because a
+        new scanner's intensities move the model's scores up or down (which makes a
+        pooled AUROC swing from seed to seed). The demo uses 0.7.
 
     Returns
     -------
@@ -707,6 +720,7 @@ def generate_hospitals(
         seed=seed,
         lesion_amplitude=lesion_amplitude,
         female_fraction=female_fraction,
+        heldout_shift=heldout_shift,
     )
     return Cohort(meta, images=images, name="synthetic-hospitals")
 
@@ -718,6 +732,8 @@ def _generate(**kwargs: Any) -> tuple[pd.DataFrame, np.ndarray]:
     profiles = site_profiles(
         n_sites=p["n_sites"], seed=p["seed"], female_fraction=p["female_fraction"]
     )
+    if p["heldout_site"] is not None and p["heldout_shift"] > 0:
+        profiles = _shift_heldout(profiles, p["heldout_site"], p["heldout_shift"])
     metas, images = [], []
     for i, prof in enumerate(profiles):
         heldout = prof.name == p["heldout_site"]
@@ -732,6 +748,7 @@ def _generate(**kwargs: Any) -> tuple[pd.DataFrame, np.ndarray]:
             hard_factor=p["hard_contrast_factor"],
             lesion_amplitude=p["lesion_amplitude"],
             seed=p["seed"],
+            lesion_scale=1.0 - p["heldout_shift"] if heldout else 1.0,
         )
         if heldout:
             meta["split"] = "external"
@@ -751,6 +768,18 @@ def _generate(**kwargs: Any) -> tuple[pd.DataFrame, np.ndarray]:
         metas.append(meta)
         images.append(site_images)
     return pd.concat(metas, ignore_index=True), np.concatenate(images)
+
+
+def _shift_heldout(
+    profiles: tuple[SiteProfile, ...], name: str, shift: float
+) -> tuple[SiteProfile, ...]:
+    """The held-out site as a screening site: training sites' average scanner and sex mix."""
+    train = [p for p in profiles if p.name != name]
+    new = {
+        k: round(float(np.mean([getattr(p, k) for p in train])), 4)
+        for k in ("acq_noise", "acq_blur", "acq_gamma", "acq_offset", "female_fraction")
+    }
+    return tuple(dataclasses.replace(p, **new) if p.name == name else p for p in profiles)
 
 
 def write_synthetic(out_dir: str | os.PathLike[str], **kwargs: Any) -> Path:
