@@ -254,7 +254,8 @@ def _site_table(
     hard_factor: float,
     lesion_amplitude: tuple[float, float],
     seed: int,
-    lesion_scale: float = 1.0,
+    occult: float = 0.0,
+    hard_occult: float = 0.0,
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Metadata of one site (one row per image) and the hidden rendering parameters."""
     rng = _rng(seed, 1, site_index)
@@ -295,9 +296,12 @@ def _site_table(
     ).astype(int)
     s_contrast = np.where(
         s_label,
-        rng.uniform(0.8, 1.2, n_st) * np.where(hard[s_patient], hard_factor, 1.0) * lesion_scale,
+        rng.uniform(0.8, 1.2, n_st) * np.where(hard[s_patient], hard_factor, 1.0),
         0.0,
     )
+    if occult > 0 or hard_occult > 0:  # own stream: the defaults draw exactly as before
+        p_occult = 1 - (1 - occult) * (1 - np.where(hard[s_patient], hard_occult, 0.0))
+        s_contrast[_rng(seed, 4, site_index).random(n_st) < p_occult] = 0.0
     # Lesions in lung coordinates: side (0 = image left), u across, v down; the largest
     # first. On the heart side (image right) lesions stay lateral, clear of the heart.
     side = rng.integers(0, 2, (n_st, MAX_LESIONS))
@@ -580,6 +584,7 @@ def _validate(
     lesion_amplitude: Any = LESION_AMPLITUDE,
     female_fraction: Any = (0.30, 0.70),
     heldout_shift: Any = 0.0,
+    hard_occult_fraction: Any = 0.0,
 ) -> dict[str, Any]:
     n = _check_int(n_sites, "n_sites", 1, MAX_SITES)
     out: dict[str, Any] = {
@@ -593,6 +598,7 @@ def _validate(
         "female_fraction": _check_range(female_fraction, "female_fraction"),
         "lesion_amplitude": _check_amplitude(lesion_amplitude),
         "heldout_shift": _check_unit(heldout_shift, "heldout_shift"),
+        "hard_occult_fraction": _check_unit(hard_occult_fraction, "hard_occult_fraction"),
     }
     if len(out["split_fractions"]) != 3:
         raise param_error(
@@ -637,6 +643,7 @@ def generate_hospitals(
     lesion_amplitude: Sequence[float] = LESION_AMPLITUDE,
     female_fraction: Sequence[float] = (0.30, 0.70),
     heldout_shift: float = 0.0,
+    hard_occult_fraction: float = 0.0,
 ) -> Cohort:
     """Generate chest-radiograph-like images from several hospitals, with ground truth.
 
@@ -674,12 +681,16 @@ def generate_hospitals(
         (:func:`site_profiles`).
     heldout_shift : float in [0, 1], default 0
         Spectrum shift of the held-out site: 0 draws it like the others; ``s > 0`` makes
-        it a screening population whose lesions have ``1 - s`` times the usual contrast
-        (earlier, subtler disease), seen on the training sites' average scanner (mean
-        noise, blur, gamma and offset) with their average share of women. Its AUROC then
-        drops because of its patients, the same way for every seed, and not because a
-        new scanner's intensities move the model's scores up or down (which makes a
-        pooled AUROC swing from seed to seed). The demo uses 0.7.
+        it a screening population in which a share ``s`` of the diseased studies show no
+        visible lesion yet (occult disease: labelled positive, contrast 0), seen on the
+        training sites' average scanner (mean noise, blur, gamma and offset) with their
+        average share of women. Its AUROC then drops because of its patients, by about
+        the same amount for every seed and model, not because a new scanner's
+        intensities move the scores up or down. The demo uses 0.4.
+    hard_occult_fraction : float in [0, 1], default 0
+        Share of the hard subgroup's diseased studies whose lesion is hidden (contrast
+        0, e.g. behind breast tissue), on top of ``hard_contrast_factor``: a gap that
+        no model can train away. The demo uses 0.6.
 
     Returns
     -------
@@ -721,6 +732,7 @@ def generate_hospitals(
         lesion_amplitude=lesion_amplitude,
         female_fraction=female_fraction,
         heldout_shift=heldout_shift,
+        hard_occult_fraction=hard_occult_fraction,
     )
     return Cohort(meta, images=images, name="synthetic-hospitals")
 
@@ -748,7 +760,8 @@ def _generate(**kwargs: Any) -> tuple[pd.DataFrame, np.ndarray]:
             hard_factor=p["hard_contrast_factor"],
             lesion_amplitude=p["lesion_amplitude"],
             seed=p["seed"],
-            lesion_scale=1.0 - p["heldout_shift"] if heldout else 1.0,
+            occult=p["heldout_shift"] if heldout else 0.0,
+            hard_occult=p["hard_occult_fraction"],
         )
         if heldout:
             meta["split"] = "external"
