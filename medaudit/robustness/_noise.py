@@ -30,9 +30,11 @@ def shot_noise(x: Any, photons: float, rng: ImageRandom) -> Any:
     """Photon (Poisson) noise: ``Poisson(x * photons) / photons``.
 
     Severity parameter: ``photons`` = 60, 25, 12, 5, 3 (ImageNet-C; fewer photons, more
-    noise). Low-dose acquisitions have fewer photons per pixel.
+    noise). Low-dose acquisitions have fewer photons per pixel. The draws are exact
+    inversions of each image's uniforms, tabulated at the rates of the 256 gray levels
+    of an 8-bit image (other values take a second uniform for the rest of their rate).
     """
-    return rng.poisson(x.clamp(min=0.0) * photons).div_(photons)
+    return rng.poisson(x.clamp(min=0.0) * photons, unit=photons / 255.0).div_(photons)
 
 
 def impulse_noise(x: Any, amount: float, rng: ImageRandom) -> Any:
