@@ -16,7 +16,7 @@ photons, so an 8-bit image's rates lie on the grid): a rate ``r = j * unit + d``
 
 Both are exact inversions; the approximations are the resolution of the float32 uniforms
 (2**-24), the tail beyond the table (probability below 1e-15) and the ``1e-4 * unit``
-snap of a rate. Rates above ``LIMIT_ROWS * unit`` add torch's sampler for the excess.
+snap of a rate. Rates beyond the table (:func:`max_rows`) add torch's sampler for the excess.
 Every step is elementwise given an image's uniforms, so an image's draws depend only on
 its own generator, never on the rest of its batch.
 
@@ -36,11 +36,30 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["GUIDE", "LIMIT_ROWS", "SNAP", "poisson_from_uniforms", "poisson_tables"]
+__all__ = ["GUIDE", "LIMIT_ROWS", "MAX_ENTRIES", "SNAP", "max_rows", "poisson_from_uniforms", "poisson_tables"]
 
 GUIDE = 256  # guide-table bins per grid point
 LIMIT_ROWS = 4096  # grid points tabulated at most; above, torch's sampler adds the rest
+MAX_ENTRIES = 1 << 21  # CDF values in one table at most (8 MB)
 SNAP = 1e-4  # a rate this close (in units) to a grid point is read as the grid point
+
+
+def _n_counts(top: float) -> int:
+    return int(top + 12 * math.sqrt(top) + 40)
+
+
+def max_rows(unit: float) -> int:
+    """Grid points a table of step ``unit`` may hold (at most ``MAX_ENTRIES`` CDF values).
+
+    Examples
+    --------
+    >>> max_rows(12 / 255), max_rows(3.0)
+    (4096, 512)
+    """
+    rows = LIMIT_ROWS
+    while rows > 2 and rows * _n_counts((rows - 1) * unit) > MAX_ENTRIES:
+        rows //= 2
+    return rows
 
 
 @lru_cache(maxsize=8)
@@ -66,9 +85,7 @@ def poisson_tables(unit: float, rows: int) -> tuple[np.ndarray, np.ndarray]:
     from scipy.special import gammaln
 
     lam = np.arange(rows, dtype=np.float64) * unit
-    top = float(lam[-1])
-    n_counts = int(top + 12 * math.sqrt(top) + 40)
-    k = np.arange(n_counts, dtype=np.float64)
+    k = np.arange(_n_counts(float(lam[-1])), dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):  # row 0: 0 * log(0), set below
         log_pmf = k[None, :] * np.log(lam[:, None]) - lam[:, None] - gammaln(k + 1)[None, :]
     log_pmf[0] = np.where(k == 0, 0.0, -np.inf)  # Poisson(0) is 0
@@ -88,17 +105,18 @@ def _invert_grid(j: Any, u: Any, unit: float) -> Any:
     cdf_np, guide_np = poisson_tables(float(unit), 1 << max(rows - 1, 1).bit_length())
     cdf = torch.as_tensor(cdf_np, device=j.device).view(-1)
     guide = torch.as_tensor(guide_np, device=j.device).view(-1)
-    # Index arithmetic in float32 is exact here (below 2**24) and cheaper than int64.
-    k = guide.take(torch.floor(u * GUIDE).add_(j * GUIDE).long())
-    row = j * cdf_np.shape[1]
-    at = row.add(k).long()
-    idx = (cdf.take(at) <= u).nonzero().view(-1)  # the guide's count is a lower bound
+    # Whole numbers below 2**24 in float32 are exact; int32 indices are the cheapest.
+    bins = torch.floor(u * GUIDE).add_(j * GUIDE).int()
+    k = guide.index_select(0, bins)
+    row = j.mul_(cdf_np.shape[1])
+    at = row.add(k).int()
+    idx = (cdf.index_select(0, at) <= u).nonzero().view(-1)  # the guide is a lower bound
     at_i, u_i = at[idx] + 1, u[idx]
     pos = torch.arange(len(idx), device=j.device)
     while len(pos):
-        pos = pos[cdf.take(at_i[pos]) <= u_i[pos]]
+        pos = pos[cdf.index_select(0, at_i[pos]) <= u_i[pos]]
         at_i[pos] += 1
-    k[idx] = (at_i - row[idx].long()).float()
+    k[idx] = at_i.float() - row[idx]
     return k
 
 
@@ -165,7 +183,7 @@ def poisson_from_uniforms(
 
     shape = rates.shape
     t = rates.float().reshape(-1).clamp(min=0.0).div_(unit)
-    j = torch.floor(t + SNAP).clamp_(max=LIMIT_ROWS - 1)
+    j = torch.floor(t + SNAP).clamp_(max=max_rows(float(unit)) - 1)
     frac = t.sub_(j)  # in (-SNAP, 1) below the limit
     counts = _invert_grid(j, u.float().reshape(-1), unit)
     off = (frac > SNAP).nonzero().view(-1)
