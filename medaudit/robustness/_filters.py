@@ -19,7 +19,6 @@ __all__ = [
     "border_index",
     "fft_length",
     "filter2d",
-    "filter2d_per_image",
     "gaussian_kernel1d",
     "separable_filter",
     "smoothing_matrix",
@@ -132,24 +131,6 @@ def _pad(x: Any, ph: int, pw: int, mode: str) -> Any:
     rows = torch.as_tensor(border_index(h, ph, ph, mode), device=x.device)
     cols = torch.as_tensor(border_index(w, pw, pw, mode), device=x.device)
     return x.index_select(-2, rows).index_select(-1, cols)
-
-
-def filter2d_per_image(x: Any, kernels: Any, mode: str = "nearest") -> Any:
-    """Correlate image ``b`` of ``x`` (N, C, H, W) with ``kernels[b]`` (odd sides), by FFT.
-
-    As :func:`filter2d`, but with one kernel per image (a motion blur at each image's own
-    angle).
-    """
-    import torch
-
-    kh, kw = kernels.shape[-2:]
-    h, w = x.shape[-2:]
-    xp = _pad(x, kh // 2, kw // 2, mode)
-    # Zero-padding to a fast length only adds outputs past the ones kept below.
-    hh, ww = fft_length(xp.shape[-2]), fft_length(xp.shape[-1])
-    spec = torch.fft.rfft2(torch.flip(kernels.to(x.dtype), dims=(-2, -1)), s=(hh, ww))
-    y = torch.fft.irfft2(torch.fft.rfft2(xp, s=(hh, ww)) * spec[:, None], s=(hh, ww))
-    return y[..., kh - 1 : kh - 1 + h, kw - 1 : kw - 1 + w]
 
 
 def filter2d(x: Any, kernel: np.ndarray, mode: str = "reflect") -> Any:
