@@ -34,7 +34,7 @@ def shot_noise(x: Any, photons: float, rng: ImageRandom) -> Any:
     inversions of each image's uniforms, tabulated at the rates of the 256 gray levels
     of an 8-bit image (other values take a second uniform for the rest of their rate).
     """
-    return rng.poisson(x.clamp(min=0.0) * photons, unit=photons / 255.0).div_(photons)
+    return rng.poisson(x * photons, unit=photons / 255.0).div_(photons)  # rates clamped at 0
 
 
 def impulse_noise(x: Any, amount: float, rng: ImageRandom) -> Any:

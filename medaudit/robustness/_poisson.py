@@ -72,15 +72,17 @@ def poisson_tables(unit: float, rows: int) -> tuple[np.ndarray, np.ndarray]:
         ``cdf[j, k] = P(Poisson(j * unit) <= k)``; the last column is 2 (a sentinel: the
         probability beyond it is below 1e-15).
     guide : ndarray of float32, shape (rows, GUIDE)
-        ``guide[j, m]`` is the smallest ``k`` with ``cdf[j, k] > m / GUIDE``.
+        The smallest ``k`` with ``cdf[j, k] > m / GUIDE``, as ``k`` where it is the
+        answer for every ``u`` in ``[m / GUIDE, (m + 1) / GUIDE)`` and as ``-1 - k``
+        (a lower bound, to be checked against the CDF) where it is not.
 
     Examples
     --------
     >>> cdf, guide = poisson_tables(0.5, 4)
     >>> round(float(cdf[2, 0]), 6) == round(math.exp(-1.0), 6)  # P(Poisson(1) = 0)
     True
-    >>> int(guide[0, 255]), int(guide[2, 0])
-    (0, 0)
+    >>> int(guide[0, 255]), int(guide[2, 0]), int(guide[2, 100])  # P(0) = 0.368 in bin 94
+    (0, 0, 1)
     """
     from scipy.special import gammaln
 
@@ -92,9 +94,11 @@ def poisson_tables(unit: float, rows: int) -> tuple[np.ndarray, np.ndarray]:
     cdf = np.cumsum(np.exp(log_pmf), axis=1)
     cdf[:, -1] = 2.0
     cdf32 = cdf.astype(np.float32)
-    bins = (np.arange(GUIDE, dtype=np.float64) / GUIDE).astype(np.float32)
-    guide = np.stack([np.searchsorted(row, bins, side="right") for row in cdf32])
-    return cdf32, guide.astype(np.float32)
+    edges = (np.arange(GUIDE + 1, dtype=np.float64) / GUIDE).astype(np.float32)
+    guide = np.stack([np.searchsorted(row, edges[:-1], side="right") for row in cdf32])
+    # A bin that no CDF value falls inside has one answer for every u in it: the guide's.
+    pure = np.take_along_axis(cdf32, guide, axis=1) >= edges[None, 1:]
+    return cdf32, np.where(pure, guide, -1 - guide).astype(np.float32)
 
 
 def _invert_grid(j: Any, u: Any, unit: float) -> Any:
@@ -106,17 +110,15 @@ def _invert_grid(j: Any, u: Any, unit: float) -> Any:
     cdf = torch.as_tensor(cdf_np, device=j.device).view(-1)
     guide = torch.as_tensor(guide_np, device=j.device).view(-1)
     # Whole numbers below 2**24 in float32 are exact; int32 indices are the cheapest.
-    bins = torch.floor(u * GUIDE).add_(j * GUIDE).int()
-    k = guide.index_select(0, bins)
-    row = j.mul_(cdf_np.shape[1])
-    at = row.add(k).int()
-    idx = (cdf.index_select(0, at) <= u).nonzero().view(-1)  # the guide is a lower bound
-    at_i, u_i = at[idx] + 1, u[idx]
+    k = guide.index_select(0, (u * GUIDE).floor_().add_(j, alpha=GUIDE).int())
+    idx = (k < 0).nonzero().view(-1)  # bins with a CDF step inside: search from the bound
+    at_i = (j[idx] * cdf_np.shape[1]).sub_(k[idx]).sub_(1).int()
+    u_i = u[idx]
     pos = torch.arange(len(idx), device=j.device)
     while len(pos):
         pos = pos[cdf.index_select(0, at_i[pos]) <= u_i[pos]]
         at_i[pos] += 1
-    k[idx] = at_i.float() - row[idx]
+    k[idx] = at_i.float() - j[idx] * cdf_np.shape[1]
     return k
 
 
@@ -183,7 +185,7 @@ def poisson_from_uniforms(
 
     shape = rates.shape
     t = rates.float().reshape(-1).clamp(min=0.0).div_(unit)
-    j = torch.floor(t + SNAP).clamp_(max=max_rows(float(unit)) - 1)
+    j = t.add(SNAP).floor_().clamp_(max=max_rows(float(unit)) - 1)
     frac = t.sub_(j)  # in (-SNAP, 1) below the limit
     counts = _invert_grid(j, u.float().reshape(-1), unit)
     off = (frac > SNAP).nonzero().view(-1)
