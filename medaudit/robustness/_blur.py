@@ -124,7 +124,7 @@ def motion_blur_at(x: Any, kernel: np.ndarray, angle_rad: Any) -> Any:
 
 
 def _phase_rows(r: int, n: int, m: int, dtype: Any) -> tuple[Any, Any]:
-    """cos and sin of ``2 pi d f / n`` for shifts ``d = -r..r`` (rows), ``f = 0..m-1``."""
+    """Cosines and sines of ``2 pi d f / n``: shifts ``d = -r..r`` (rows), ``f = 0..m-1``."""
     import torch
 
     d = torch.arange(-r, r + 1)[:, None]

@@ -36,7 +36,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["GUIDE", "LIMIT_ROWS", "MAX_ENTRIES", "SNAP", "max_rows", "poisson_from_uniforms", "poisson_tables"]
+__all__ = [
+    "GUIDE",
+    "LIMIT_ROWS",
+    "MAX_ENTRIES",
+    "SNAP",
+    "max_rows",
+    "poisson_from_uniforms",
+    "poisson_tables",
+]
 
 GUIDE = 256  # guide-table bins per grid point
 LIMIT_ROWS = 4096  # grid points tabulated at most; above, torch's sampler adds the rest

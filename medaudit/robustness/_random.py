@@ -151,7 +151,10 @@ class ImageRandom:
 
         def large(excess: Any) -> Any:
             return torch.stack(
-                [torch.poisson(r, generator=g) for r, g in zip(excess, self.generators, strict=True)]
+                [
+                    torch.poisson(r, generator=g)
+                    for r, g in zip(excess, self.generators, strict=True)
+                ]
             )
 
         counts = poisson_from_uniforms(
