@@ -46,7 +46,7 @@ __all__ = [
     "poisson_tables",
 ]
 
-GUIDE = 256  # guide-table bins per grid point
+GUIDE = 1 << 20  # guide-table bins of a table, over all its grid points (4 MB)
 LIMIT_ROWS = 4096  # grid points tabulated at most; above, torch's sampler adds the rest
 MAX_ENTRIES = 1 << 21  # CDF values in one table at most (8 MB)
 SNAP = 1e-4  # a rate this close (in units) to a grid point is read as the grid point
@@ -79,18 +79,19 @@ def poisson_tables(unit: float, rows: int) -> tuple[np.ndarray, np.ndarray]:
     cdf : ndarray of float32, shape (rows, n_counts)
         ``cdf[j, k] = P(Poisson(j * unit) <= k)``; the last column is 2 (a sentinel: the
         probability beyond it is below 1e-15).
-    guide : ndarray of float32, shape (rows, GUIDE)
-        The smallest ``k`` with ``cdf[j, k] > m / GUIDE``, as ``k`` where it is the
-        answer for every ``u`` in ``[m / GUIDE, (m + 1) / GUIDE)`` and as ``-1 - k``
-        (a lower bound, to be checked against the CDF) where it is not.
+    guide : ndarray of float32, shape (rows, bins)
+        The smallest ``k`` with ``cdf[j, k] > m / bins``, as ``k`` where it is the
+        answer for every ``u`` in ``[m / bins, (m + 1) / bins)`` and as ``-1 - k``
+        (a lower bound, to be checked against the CDF) where it is not; ``bins`` is
+        ``GUIDE / rows`` within 256-4096.
 
     Examples
     --------
     >>> cdf, guide = poisson_tables(0.5, 4)
     >>> round(float(cdf[2, 0]), 6) == round(math.exp(-1.0), 6)  # P(Poisson(1) = 0)
     True
-    >>> int(guide[0, 255]), int(guide[2, 0]), int(guide[2, 100])  # P(0) = 0.368 in bin 94
-    (0, 0, 1)
+    >>> guide.shape, int(guide[0, -1]), int(guide[2, 0]), int(guide[2, 1600])  # P(0) = 0.368
+    ((4, 4096), 0, 0, 1)
     """
     from scipy.special import gammaln
 
@@ -102,7 +103,8 @@ def poisson_tables(unit: float, rows: int) -> tuple[np.ndarray, np.ndarray]:
     cdf = np.cumsum(np.exp(log_pmf), axis=1)
     cdf[:, -1] = 2.0
     cdf32 = cdf.astype(np.float32)
-    edges = (np.arange(GUIDE + 1, dtype=np.float64) / GUIDE).astype(np.float32)
+    bins = min(max(GUIDE // rows, 256), 4096)  # finer bins: fewer CDF steps inside one
+    edges = (np.arange(bins + 1, dtype=np.float64) / bins).astype(np.float32)
     guide = np.stack([np.searchsorted(row, edges[:-1], side="right") for row in cdf32])
     # A bin that no CDF value falls inside has one answer for every u in it: the guide's.
     pure = np.take_along_axis(cdf32, guide, axis=1) >= edges[None, 1:]
@@ -118,7 +120,8 @@ def _invert_grid(j: Any, u: Any, unit: float) -> Any:
     cdf = torch.as_tensor(cdf_np, device=j.device).view(-1)
     guide = torch.as_tensor(guide_np, device=j.device).view(-1)
     # Whole numbers below 2**24 in float32 are exact; int32 indices are the cheapest.
-    k = guide.index_select(0, (u * GUIDE).floor_().add_(j, alpha=GUIDE).int())
+    bins = guide_np.shape[1]
+    k = guide.index_select(0, (u * bins).floor_().add_(j, alpha=bins).int())
     idx = (k < 0).nonzero().view(-1)  # bins with a CDF step inside: search from the bound
     at_i = (j[idx] * cdf_np.shape[1]).sub_(k[idx]).sub_(1).int()
     u_i = u[idx]
