@@ -16,9 +16,10 @@ photons, so an 8-bit image's rates lie on the grid): a rate ``r = j * unit + d``
 
 Both are exact inversions; the approximations are the resolution of the float32 uniforms
 (2**-24), the tail beyond the table (probability below 1e-15) and the ``1e-4 * unit``
-snap of a rate. Rates beyond the table (:func:`max_rows`) add torch's sampler for the excess.
-Every step is elementwise given an image's uniforms, so an image's draws depend only on
-its own generator, never on the rest of its batch.
+snap of a rate. A remainder of 1 or more (a rate beyond the table, see :func:`max_rows`,
+or a grid step above 1) is drawn by torch's sampler instead. Every step is elementwise
+given an image's uniforms, so an image's draws depend only on its own generator, never
+on the rest of its batch.
 
 References
 ----------
