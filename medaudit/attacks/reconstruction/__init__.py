@@ -1,4 +1,4 @@
-"""Gradient inversion (``medaudit attack reconstruct``): can a client's images be recovered?
+"""Gradient inversion (``medaudit attack reconstruct``): can a client's images be recovered.
 
 Inverting Gradients (cosine gradient matching + total-variation prior, labels from the
 last layer's gradient) against one client's simulated update or a batch gradient, with

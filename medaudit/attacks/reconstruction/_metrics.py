@@ -26,7 +26,10 @@ _WINDOW, _SIGMA, _K1, _K2 = 11, 1.5, 0.01, 0.03
 
 
 def _as_batch(a: np.ndarray | torch.Tensor) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(a, dtype=np.float64))
+    if isinstance(a, torch.Tensor):
+        t = a.detach().to("cpu", torch.float64)
+    else:
+        t = torch.as_tensor(np.array(a, dtype=np.float64))
     if t.ndim == 2:
         t = t[None, None]
     elif t.ndim == 3:
