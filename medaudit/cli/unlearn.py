@@ -114,7 +114,6 @@ def unlearn_checkpoint(
             mask,
             steps=steps,
             batch_size=batch_size,
-            lr=lr,
             seed=seed,
             **vopts,
         )
