@@ -170,3 +170,23 @@ def test_inversion_breaks_batch_one_and_the_defences_hold():
     assert "the defences that held: DP eps=8" in sec.summary
     assert sec.figures == {}  # patients' images only on request
     assert "reconstructions" in reconstruction_section(r, show_images=True).figures
+
+
+@pytest.mark.slow
+def test_reconstruction_scenario_smoke(tmp_path, monkeypatch):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "attacks" / "reconstruction" / "run.py"
+    spec = importlib.util.spec_from_file_location("rec_run", script)
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "rec_run", mod)  # dataclasses look it up
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(
+        mod, "defences", lambda n: [Defence("none"), dp_defence(8.0, dataset_size=n)]
+    )
+    assert mod.main(["--quick", "--out", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "results.csv")
+    assert list(table["defence"]) == ["none", "DP eps=8"]
+    assert "held" in (tmp_path / "results.md").read_text()
