@@ -131,7 +131,12 @@ def reconstruction_attack(
             x, y = x_all[sl], y_all[sl]
             obs = observe_update(model, x, y, defence=d, mean=mean, std=std, lr=lr, seed=seed + t)
             rec = invert_gradients(
-                model, obs, image_shape=tuple(x.shape[1:]), mean=mean, std=std, settings=settings
+                model,
+                obs,
+                image_shape=(int(x.shape[1]), int(x.shape[2]), int(x.shape[3])),
+                mean=mean,
+                std=std,
+                settings=settings,
             )
             m = match_images(rec.images, x.numpy())
             ssims.append(m.mean_ssim)

@@ -221,10 +221,10 @@ def _dp_gradient(
     total: list[torch.Tensor] | None = None
     for i in range(len(x)):
         g = batch_gradient(net, x[i : i + 1], y[i : i + 1])
-        norm = torch.sqrt(sum((t * t).sum() for t in g))
+        norm = torch.stack([(t * t).sum() for t in g]).sum().sqrt()
         scale = min(1.0, d.clip / (float(norm) + 1e-12))
-        g = [t * scale for t in g]
-        total = g if total is None else [a + b for a, b in zip(total, g, strict=True)]
+        clipped = [t * scale for t in g]
+        total = clipped if total is None else [a + b for a, b in zip(total, clipped, strict=True)]
     assert total is not None
     noisy = [
         t + d.noise_multiplier * d.clip * torch.randn(t.shape, generator=gen, dtype=t.dtype)

@@ -127,9 +127,9 @@ def infer_labels(model: nn.Module, observed: ObservedUpdate) -> np.ndarray:
 
 
 def _cosine_distance(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    dot = sum((x * y).sum() for x, y in zip(a, b, strict=True))
-    na = torch.sqrt(sum((x * x).sum() for x in a))
-    nb = torch.sqrt(sum((y * y).sum() for y in b))
+    dot = torch.stack([(x * y).sum() for x, y in zip(a, b, strict=True)]).sum()
+    na = torch.stack([(x * x).sum() for x in a]).sum().sqrt()
+    nb = torch.stack([(y * y).sum() for y in b]).sum().sqrt()
     return 1.0 - dot / (na * nb + 1e-12)
 
 

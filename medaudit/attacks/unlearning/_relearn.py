@@ -106,7 +106,12 @@ def relearning_curve(
     if not grid or grid[0] < 0:
         raise param_error("steps", "relearning_curve", "non-negative ints", steps)
     forget = train.subset(forget_mask)
-    opts = {"image_size": image_size, "in_channels": in_channels, "mean": mean, "std": std}
+    opts: dict[str, Any] = {
+        "image_size": image_size,
+        "in_channels": in_channels,
+        "mean": mean,
+        "std": std,
+    }
     rows = []
     for tier, mask in relearning_tiers(train, forget_mask).items():
         data = train.subset(mask)
