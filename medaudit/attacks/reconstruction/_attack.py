@@ -24,7 +24,7 @@ from medaudit.attacks.reconstruction._gradients import (
     trainable_parameters,
 )
 from medaudit.attacks.reconstruction._invert import InversionSettings, invert_gradients
-from medaudit.attacks.reconstruction._metrics import match_images
+from medaudit.attacks.reconstruction._metrics import match_images, ssim
 
 __all__ = ["ReconstructionResult", "reconstruction_attack"]
 
@@ -43,7 +43,9 @@ class ReconstructionResult:
     table : DataFrame
         One row per defence: its settings, ``n_images``, ``mean_ssim`` with
         ``ssim_low``/``ssim_high`` (95% bootstrap CI over clients), ``mean_psnr``,
-        ``label_accuracy`` and ``gradient_similarity``.
+        ``label_accuracy``, ``gradient_similarity`` and ``baseline_ssim`` (the cohort's
+        mean image against the same originals: what SSIM an attacker reaches knowing only
+        what these images have in common).
     per_image : DataFrame
         ``defence``, ``client``, ``row`` (cohort row), ``ssim``, ``psnr``.
     images : dict of str to (originals, reconstructions)
@@ -112,6 +114,7 @@ def reconstruction_attack(
         raise param_error("defences", func, "a non-empty sequence of Defence", defences)
     model = model.eval()
     in_channels = len(mean)
+    mean_image = _mean_image(cohort, image_size, in_channels)
     rows, per_image, images = [], [], {}
     for k, d in enumerate(defences):
         need = trials * d.batch_size
@@ -125,7 +128,7 @@ def reconstruction_attack(
         sub = cohort.subset(np.sort(pick))
         x_all = torch.from_numpy(sub.load_all(image_size=image_size, channels=in_channels))
         y_all = torch.tensor(np.array(sub.labels), dtype=torch.int64)
-        ssims, psnrs, label_acc, sims = [], [], [], []
+        ssims, psnrs, label_acc, sims, base = [], [], [], [], []
         for t in range(trials):
             sl = slice(t * d.batch_size, (t + 1) * d.batch_size)
             x, y = x_all[sl], y_all[sl]
@@ -140,6 +143,7 @@ def reconstruction_attack(
             )
             m = match_images(rec.images, x.numpy())
             ssims.append(m.mean_ssim)
+            base.append(float(ssim(np.repeat(mean_image, len(x), axis=0), x.numpy()).mean()))
             psnrs.append(m.mean_psnr)
             label_acc.append(_label_accuracy(rec.labels, y.numpy()))
             sims.append(rec.gradient_similarity)
@@ -159,6 +163,7 @@ def reconstruction_attack(
                 "ssim_low": lo,
                 "ssim_high": hi,
                 "mean_psnr": float(np.mean(psnrs)),
+                "baseline_ssim": float(np.mean(base)),
                 "label_accuracy": float(np.mean(label_acc)),
                 "gradient_similarity": float(np.mean(sims)),
             }
@@ -166,6 +171,17 @@ def reconstruction_attack(
     return ReconstructionResult(
         table=pd.DataFrame(rows), per_image=pd.DataFrame(per_image), images=images
     )
+
+
+def _mean_image(cohort: Any, image_size: int | None, channels: int) -> np.ndarray:
+    """The cohort's mean image, shape (1, C, H, W): what an attacker knows without an update."""
+    total, n = None, 0
+    for _, x in cohort.batches(256, image_size=image_size, channels=channels):
+        s = x.double().sum(dim=0, keepdim=True)
+        total = s if total is None else total + s
+        n += len(x)
+    assert total is not None
+    return (total / max(n, 1)).numpy()
 
 
 def _label_accuracy(inferred: np.ndarray, true: np.ndarray) -> float:

@@ -107,6 +107,11 @@ def reconstruction_section(
         notes=[
             "A defence held when the whole 95% CI of the mean SSIM (over attacked clients) "
             f"lies below {SSIM_THRESHOLD.threshold}; inconclusive when it straddles it.",
+            "Baseline: the SSIM of the cohort's mean image against the same originals "
+            f"(mean {float(result.table['baseline_ssim'].mean()):.2f} here). Images that share "
+            "a template (radiographs) score a high SSIM without any individual detail, so a "
+            "reconstruction recovers something individual only where it beats this baseline "
+            "and its PSNR.",
             "Reconstructions are matched to the originals by the assignment maximising SSIM "
             "(the order of a batch is not revealed by its gradient).",
             "Images are shown only with show_images=True (--show-images): they are "
