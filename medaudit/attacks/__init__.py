@@ -5,7 +5,7 @@ Families: membership inference (``attacks.membership``), unlearning with verific
 (``attacks.reconstruction``).
 
 Each attack family is a subpackage with its own registry and audit; this package only
-groups them and re-exports nothing, so importing one family never imports another.
+groups them and re-exports nothing, so importing it imports no family.
 """
 
 __all__: list[str] = []
