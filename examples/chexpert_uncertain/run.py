@@ -2,7 +2,7 @@
 
 CheXpert and MIMIC-CXR ship ``Path``, ``Sex``, ``Age`` and one column per finding holding
 1 / 0 / -1 (uncertain) / blank. This example writes such a file from the synthetic
-hospitals with uncertain labels planted at a known rate (15% of the images, 90% of them
+hospitals with uncertain labels planted at a known rate (10% of the images, 80% of them
 true positives), then, from the command line as a user would:
 
 1. trains one model with uncertain labels left out (``--uncertain-policy ignore``) and
@@ -32,7 +32,7 @@ from medaudit.data._chexpert import FINDINGS, write_chexpert_style
 POLICY = "[settings]\nn_bootstrap = 200\n[settings.fairness]\nintersections = false\n"
 
 
-def main(out: Path, *, patients_per_site: int = 80, epochs: int = 5) -> pd.DataFrame:
+def main(out: Path, *, patients_per_site: int = 120, epochs: int = 8) -> pd.DataFrame:
     torch.set_num_threads(1)
     csv = write_chexpert_style(
         out,
@@ -40,8 +40,8 @@ def main(out: Path, *, patients_per_site: int = 80, epochs: int = 5) -> pd.DataF
         patients_per_site=patients_per_site,
         image_size=32,
         heldout_site=None,
-        uncertain_rate=0.15,
-        uncertain_positive_share=0.9,
+        uncertain_rate=0.10,
+        uncertain_positive_share=0.8,
     )
     (out / "policy.toml").write_text(POLICY)
     cols = ["--path-column", "Path", "--patient-column", "Patient", "--uncertain-label", "-1"]

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from medaudit._errors import InvalidInputError, param_error
+from medaudit.data._cohort import Cohort
 
 __all__ = [
     "COLUMN_KEYS",
@@ -31,13 +33,20 @@ __all__ = [
     "MSG_UNCERTAIN_ABSENT",
     "MSG_UNCERTAIN_TEXT",
     "MSG_UNKNOWN_COLUMN",
+    "REASON_NO_LABEL",
+    "REASON_UNCERTAIN",
     "UNCERTAIN_POLICIES",
     "ColumnMap",
     "LabelColumn",
     "label_text",
+    "map_labels",
+    "uncertain_cohort",
 ]
 
 UNCERTAIN_POLICIES: tuple[str, ...] = ("ignore", "zeros", "ones")
+# Reasons recorded in ``Cohort.dropped`` for rows the label mapping leaves out.
+REASON_NO_LABEL = "no label"
+REASON_UNCERTAIN = "uncertain label (policy ignore)"
 #: Keys of a policy file's / ``[tool.medaudit]``'s column mapping (the flags without --).
 COLUMN_KEYS: tuple[str, ...] = (
     "label_column",
@@ -288,3 +297,69 @@ class ColumnMap:
             labels = labels.mask(uncertain, 1 if self.uncertain_policy == "ones" else 0)
         keep = ~blank & (~uncertain if self.uncertain_policy == "ignore" else True)
         return LabelColumn(labels, uncertain, blank, np.asarray(keep, dtype=bool))
+
+
+def map_labels(
+    df: pd.DataFrame, cmap: ColumnMap, p: Path
+) -> tuple[pd.DataFrame, dict[int, tuple[str, str]], np.ndarray | None]:
+    """Positive and uncertain labels resolved; blank and ignored rows as problems.
+
+    Returns the table (``label`` resolved, ``label_uncertain`` with an uncertain value,
+    the other finding columns left out), ``{row: (reason, detail)}`` for the rows left
+    out, and the uncertain mask (None without an uncertain value).
+    """
+    res = cmap.resolve_labels(df["label"], f"manifest {p}")
+    problems: dict[int, tuple[str, str]] = {}
+    for row in np.flatnonzero(res.blank).tolist():
+        problems[row] = (REASON_NO_LABEL, f"the {cmap.label!r} cell is empty")
+    for row in np.flatnonzero(res.uncertain & ~res.keep).tolist():
+        problems[row] = (REASON_UNCERTAIN, f"{cmap.label!r} is {cmap.uncertain_label!r}")
+    out = df.assign(label=res.labels.to_numpy())
+    if cmap.uncertain_label is None:
+        return out, problems, None
+    out["label_uncertain"] = res.uncertain
+    return out.drop(columns=_other_findings(out, cmap)), problems, res.uncertain
+
+
+def _other_findings(df: pd.DataFrame, cmap: ColumnMap) -> list[str]:
+    """The other finding columns of a multi-label file (1/0/uncertain/blank values only).
+
+    A column counts when the uncertain value occurs in it. They are labels, not
+    attributes (``--findings`` audits them one at a time), so they leave the metadata.
+    """
+    allowed = {"1", "0", "", cmap.uncertain_label}
+    out = []
+    for c in df.columns:
+        if c in ("label", "label_uncertain", "path", "patient_id"):
+            continue
+        text, _ = label_text(df[c])
+        values = set(text.tolist())
+        if cmap.uncertain_label in values and values <= allowed:
+            out.append(c)
+    return out
+
+
+def uncertain_cohort(
+    df: pd.DataFrame,
+    uncertain: np.ndarray,
+    rel: list[str | None],
+    problems: dict[int, tuple[str, str]],
+    cohort: Cohort,
+) -> Cohort | None:
+    """Every uncertain row whose image is readable (labels set to 0: not a label)."""
+    rows = [
+        i
+        for i in np.flatnonzero(uncertain).tolist()
+        if rel[i] and problems.get(i, (REASON_UNCERTAIN,))[0] == REASON_UNCERTAIN
+    ]
+    if not rows:
+        return None
+    meta = df.iloc[rows].copy()
+    meta["path"] = [rel[i] for i in rows]
+    meta["label"] = 0
+    return Cohort(
+        meta.reset_index(drop=True),
+        root=cohort.root,
+        class_names=cohort.class_names,
+        name=f"{cohort.name}:uncertain",
+    )

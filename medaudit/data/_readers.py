@@ -38,7 +38,13 @@ import pandas as pd
 
 from medaudit._errors import InvalidInputError, param_error
 from medaudit.data._cohort import Cohort
-from medaudit.data._columns import ColumnMap
+from medaudit.data._columns import (
+    REASON_NO_LABEL,
+    REASON_UNCERTAIN,
+    ColumnMap,
+    map_labels,
+    uncertain_cohort,
+)
 
 __all__ = [
     "DROPPED_COLUMNS",
@@ -69,8 +75,6 @@ REASON_UNREADABLE = "unreadable image"
 REASON_NO_PATH = "no path given"
 REASON_UNSUPPORTED = "unsupported extension"
 REASON_INVALID_LABEL = "label outside declared classes"
-REASON_NO_LABEL = "no label"
-REASON_UNCERTAIN = "uncertain label (policy ignore)"
 DROPPED_COLUMNS: tuple[str, ...] = ("row", "path", "label", "reason", "detail")
 
 # Messages, tested word for word.
@@ -506,7 +510,7 @@ def load_manifest(
     if not cmap.is_default and (
         "label" in cmap.given or cmap.uncertain_label is not None or cmap.positive_label is not None
     ):
-        df, problems, uncertain_rows = _map_labels(df, cmap, p)
+        df, problems, uncertain_rows = map_labels(df, cmap, p)
     raw_labels = df["label"].astype(str).to_numpy()
     ok = ~df.index.isin(list(problems))
     if not ok.any():
@@ -566,54 +570,11 @@ def load_manifest(
         meta.reset_index(drop=True), root=root, class_names=names, dropped=dropped, name=p.name
     )
     if uncertain_rows is not None:
-        cohort.uncertain = _uncertain_cohort(df, uncertain_rows, rel, problems, cohort)
+        cohort.uncertain = uncertain_cohort(df, uncertain_rows, rel, problems, cohort)
     return cohort
 
 
 _MANIFEST_FLAGS = {"label": "label-column", "path": "path-column", "patient": "patient-column"}
-
-
-def _map_labels(
-    df: pd.DataFrame, cmap: ColumnMap, p: Path
-) -> tuple[pd.DataFrame, dict[int, tuple[str, str]], np.ndarray | None]:
-    """Positive and uncertain labels resolved; blank and ignored rows as problems."""
-    res = cmap.with_label(cmap.label).resolve_labels(df["label"], f"manifest {p}")
-    problems: dict[int, tuple[str, str]] = {}
-    for row in np.flatnonzero(res.blank).tolist():
-        problems[row] = (REASON_NO_LABEL, f"the {cmap.label!r} cell is empty")
-    for row in np.flatnonzero(res.uncertain & ~res.keep).tolist():
-        problems[row] = (REASON_UNCERTAIN, f"{cmap.label!r} is {cmap.uncertain_label!r}")
-    out = df.assign(label=res.labels.to_numpy())
-    if cmap.uncertain_label is None:
-        return out, problems, None
-    out["label_uncertain"] = res.uncertain
-    return out, problems, res.uncertain
-
-
-def _uncertain_cohort(
-    df: pd.DataFrame,
-    uncertain: np.ndarray,
-    rel: list[str | None],
-    problems: dict[int, tuple[str, str]],
-    cohort: Cohort,
-) -> Cohort | None:
-    """Every uncertain row whose image is readable (labels set to 0: not a label)."""
-    rows = [
-        i
-        for i in np.flatnonzero(uncertain).tolist()
-        if rel[i] and problems.get(i, (REASON_UNCERTAIN,))[0] == REASON_UNCERTAIN
-    ]
-    if not rows:
-        return None
-    meta = df.iloc[rows].copy()
-    meta["path"] = [rel[i] for i in rows]
-    meta["label"] = 0
-    return Cohort(
-        meta.reset_index(drop=True),
-        root=cohort.root,
-        class_names=cohort.class_names,
-        name=f"{cohort.name}:uncertain",
-    )
 
 
 def _resolve(root: Path, rel: str) -> Path:
