@@ -23,6 +23,7 @@ from medaudit.data._readers import REASON_NO_LABEL, REASON_UNCERTAIN
 from medaudit.fairness import read_predictions
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytest_plugins = ["pytester"]
 
 POLICY = '[settings]\nn_bootstrap = 40\n[settings.fairness]\np_method = "none"\n'
 
@@ -206,3 +207,43 @@ def test_score_columns_for_several_classes(tmp_path):
     m = ColumnMap.from_options(label_column="truth", score_columns="pa,pb,pc")
     preds = read_predictions(p, columns=m)
     assert preds.class_names == ["pa", "pb", "pc"] and preds.labels.tolist() == [0, 2, 1]
+
+
+@pytest.mark.slow
+def test_plugin_config_maps_columns_and_a_single_class_group_skips(pytester):
+    rng = np.random.default_rng(0)
+    n = 400
+    y = rng.integers(0, 2, n)
+    sex = np.where(np.arange(n) < 40, "X", rng.choice(["F", "M"], n))
+    y[sex == "X"] = 0  # a group with negatives only
+    s = np.clip(0.5 * y + rng.uniform(0, 0.5, n), 0, 1).round(6)
+    pd.DataFrame({"y_true": np.where(y == 1, "yes", "no"), "prob": s, "sex": sex}).to_csv(
+        pytester.path / "preds.csv", index=False
+    )
+    pytester.makefile(
+        ".toml",
+        pyproject='[tool.medaudit]\npredictions = "preds.csv"\nlabel_column = "y_true"\n'
+        'score_column = "prob"\npositive_label = "yes"\n',
+    )
+    pytester.makepyfile(
+        test_ci=f"""
+        from medaudit.testing import assert_group_metric, assert_subgroup_gap
+
+        def test_mapped(medaudit_predictions):
+            p = medaudit_predictions
+            assert p.labels.sum() == {int(y.sum())} and p.class_names == ["negative", "positive"]
+            t = assert_group_metric(p.labels, p.score, groups=p.meta["sex"], min_value=0.5,
+                                    n_boot=50)
+            assert t.set_index("group").at["X", "status"] == "skipped"
+
+        def test_gap_of_one_group_left_is_skipped(medaudit_predictions):
+            p = medaudit_predictions
+            keep = p.meta["sex"].isin(["X", "F"]).to_numpy()
+            assert_subgroup_gap(p.labels[keep], p.score[keep], groups=p.meta["sex"][keep],
+                                n_boot=50)
+        """
+    )
+    # In a subprocess: an in-process run re-imports matplotlib under later tests' feet.
+    res = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", "-rs")
+    res.assert_outcomes(passed=1, skipped=1)
+    res.stdout.fnmatch_lines(["*skipped: subgroup_gap: attribute 'sex' has fewer than two*"])
