@@ -247,3 +247,45 @@ def test_plugin_config_maps_columns_and_a_single_class_group_skips(pytester):
     res = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", "-rs")
     res.assert_outcomes(passed=1, skipped=1)
     res.stdout.fnmatch_lines(["*skipped: subgroup_gap: attribute 'sex' has fewer than two*"])
+
+
+def test_cli_train_with_an_absent_uncertain_value_exits_2_with_one_line(chexpert, capsys):
+    cmd = ["train", "--data", str(chexpert), "--out", str(chexpert.parent / "m.safetensors")]
+    cmd += ["--label-column", FINDINGS[0], "--path-column", "Path", "--uncertain-label", "-2"]
+    assert run(cmd) == 2
+    err = capsys.readouterr().err
+    values = "'-1', '0', '1'"
+    assert (
+        err
+        == "medaudit: error: "
+        + MSG_UNCERTAIN_ABSENT.format(
+            value="-2", col=FINDINGS[0], source=f"manifest {chexpert}", values=values
+        )
+        + "\n"
+    )
+
+
+def test_other_label_messages(tmp_path):
+    from medaudit.data._columns import MSG_UNCERTAIN_TEXT
+    from medaudit.data._readers import MSG_NO_DEFINITE, MSG_NPZ_COLUMNS, load_cohort
+
+    np.save(tmp_path / "a.npy", np.zeros((4, 4), np.uint8))
+    m = tmp_path / "m.csv"
+    pd.DataFrame({"path": ["a.npy"] * 3, "y": ["yes", "?", "no"]}).to_csv(m, index=False)
+    with pytest.raises(InvalidInputError) as e:
+        load_manifest(m, columns=ColumnMap.from_options(label_column="y", uncertain_label="?"))
+    assert str(e.value) == MSG_UNCERTAIN_TEXT.format(col="y", source=f"manifest {m}")
+    pd.DataFrame({"path": ["a.npy"] * 2, "y": [-1, None]}).to_csv(m, index=False)
+    with pytest.raises(InvalidInputError) as e:
+        load_manifest(m, columns=ColumnMap.from_options(label_column="y", uncertain_label=-1))
+    assert str(e.value) == MSG_NO_DEFINITE.format(path=m, col="y")
+    np.savez(tmp_path / "d.npz", images=np.zeros((2, 4, 4), np.uint8), labels=[0, 1])
+    with pytest.raises(InvalidInputError) as e:
+        load_cohort(tmp_path / "d.npz", columns=ColumnMap.from_options(label_column="y"))
+    assert str(e.value) == MSG_NPZ_COLUMNS.format(path=tmp_path / "d.npz")
+    # String labels with a positive label and an uncertain value resolve to 0/1.
+    pd.DataFrame({"path": ["a.npy"] * 3, "y": ["yes", "?", "no"]}).to_csv(m, index=False)
+    cm = ColumnMap.from_options(
+        label_column="y", positive_label="yes", uncertain_label="?", uncertain_policy="ones"
+    )
+    assert load_manifest(m, columns=cm).labels.tolist() == [1, 1, 0]

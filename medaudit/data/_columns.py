@@ -227,12 +227,12 @@ class ColumnMap:
         one replaces is dropped (``label`` when ``--label-column Effusion``).
         """
         cols = [str(c) for c in df.columns]
-        pairs = [("label", self.label, "label"), ("path", self.path, "path")]
-        pairs.append(("patient", self.patient, "patient_id"))
-        pairs += [("score", s, s) for s in self.scores]
+        wanted = [("label", self.label, "label"), ("path", self.path, "path")]
+        wanted.append(("patient", self.patient, "patient_id"))
+        wanted += [("score", s, s) for s in self.scores]  # renamed by the caller
         mapping: dict[str, str] = {}
-        for key, name, canon in pairs:
-            if key not in flag_of or name == canon:
+        for key, name, canon in wanted:
+            if key not in flag_of or (name == canon and key != "score"):
                 continue
             if name not in cols:
                 if key == "patient" and key not in self.given:
@@ -242,15 +242,8 @@ class ColumnMap:
                         source=source, name=name, flag=flag_of[key], cols=", ".join(cols)
                     )
                 )
-            mapping[name] = canon
-        for key in ("score",):
-            for s in self.scores if key in flag_of else ():
-                if s not in cols:
-                    raise InvalidInputError(
-                        MSG_UNKNOWN_COLUMN.format(
-                            source=source, name=s, flag=flag_of[key], cols=", ".join(cols)
-                        )
-                    )
+            if name != canon:
+                mapping[name] = canon
         clash = [c for c in mapping.values() if c in cols and c not in mapping]
         return df.drop(columns=clash).rename(columns=mapping)
 
