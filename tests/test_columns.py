@@ -58,6 +58,7 @@ def numbers(section):
     return {"checks": section["checks"], "tables": section["tables"]}
 
 
+@pytest.mark.slow  # two `check` runs: the fairness figures take most of it
 def test_single_patient_group_is_skipped_with_reason_and_others_unchanged(tmp_path, capsys):
     df = thyroid_like()
     df.to_csv(tmp_path / "with.csv", index=False)
@@ -77,6 +78,7 @@ def test_single_patient_group_is_skipped_with_reason_and_others_unchanged(tmp_pa
     assert (t.loc[r.index, "auroc_ci_low"] <= t.loc[r.index, "auroc"]).all()
 
 
+@pytest.mark.slow  # two `check` runs: the fairness figures take most of it
 def test_mapped_names_and_positive_label_give_the_canonical_numbers(tmp_path, capsys):
     df = thyroid_like(seed=1).iloc[1:]
     df.to_csv(tmp_path / "canon.csv", index=False)
