@@ -68,6 +68,7 @@ def load_model_and_predict(
     device: str = "cpu",
     workers: int = 0,
     progress: bool = False,
+    columns: Any = None,
 ) -> LoadedPredictions:
     """Load a checkpoint and a cohort and run the model once over it.
 
@@ -87,6 +88,8 @@ def load_model_and_predict(
     workers : int
         Decode disk-backed images in this many worker processes.
     progress : bool
+    columns : ColumnMap, optional
+        The manifest's column names and label handling (:class:`medaudit.data.ColumnMap`).
     """
     from medaudit.data import load_cohort
     from medaudit.inference import predict
@@ -97,7 +100,7 @@ def load_model_and_predict(
         if not p.is_file():
             raise InvalidInputError(f"{what} not found: {p}")
     loaded = load_checkpoint(mp, arch=arch)
-    cohort = load_cohort(dp)
+    cohort = load_cohort(dp, columns=columns)
     if loaded.class_names and len(loaded.class_names) != cohort.num_classes:
         # Keep the model's class names: the data may not show every class.
         cohort.class_names = list(loaded.class_names)

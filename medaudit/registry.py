@@ -53,6 +53,7 @@ AUDIT_MODULES: tuple[str, ...] = (
     "medaudit.integrity",
     "medaudit.performance",
     "medaudit.fairness",
+    "medaudit.fairness._uncertainty",
     "medaudit.shortcuts",
     "medaudit.robustness",
     "medaudit.privacy",

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from medaudit.cli.app import run
+from medaudit.cli.check import MSG_ALLOW_SINGLE_CLASS
 from medaudit.fairness._io import MSG_EMPTY, MSG_NAN_SCORE, MSG_NO_SCORE
 from medaudit.report import Check
 from medaudit.report._junit import checks_to_junit
@@ -163,7 +164,7 @@ def test_bad_files_exit_2_with_one_line(tmp_path, capsys, content, message):
     assert err == f"medaudit: error: {message.format(p=p)}\n"
 
 
-def test_missing_attribute_and_single_class_group_exit_2(tmp_path, capsys):
+def test_missing_attribute_exits_2_and_single_class_group_is_skipped(tmp_path, capsys):
     csv = write_preds(tmp_path / "p.csv", n=400)
     assert run(["check", "--predictions", str(csv), "--sensitive", "race"]) == 2
     err = capsys.readouterr().err
@@ -171,26 +172,17 @@ def test_missing_attribute_and_single_class_group_exit_2(tmp_path, capsys):
     df = pd.read_csv(csv)
     df.loc[df.sex == "F", "label"] = 0
     df.to_csv(csv, index=False)
-    assert run(["check", "--predictions", str(csv), "--sensitive", "sex"]) == 2
-    err = capsys.readouterr().err
-    assert "Group 'F' of attribute 'sex'" in err and "only negative labels" in err
-    assert "Traceback" not in err and err.count("\n") == 1
-    # With --allow-single-class the group is reported as skipped instead.
-    code = run(
-        [
-            "check",
-            "--predictions",
-            str(csv),
-            "--sensitive",
-            "sex",
-            "--allow-single-class",
-            "--format",
-            "json",
-        ]
-    )
-    doc = json.loads(capsys.readouterr().out)
-    chk = {c["id"]: c for c in doc["sections"]["fairness"]["checks"]}["fairness.sex.auroc_gap"]
-    assert code == 0 and chk["status"] == "skipped"
+    # Issue 17: a single-class group is skipped with its reason, never a refusal; the
+    # old --allow-single-class flag is a no-op with a deprecation note on stderr.
+    for extra in ([], ["--allow-single-class"]):
+        cmd = ["check", "--predictions", str(csv), "--sensitive", "sex", "--format", "json"]
+        code = run(cmd + extra)
+        captured = capsys.readouterr()
+        doc = json.loads(captured.out)
+        checks = {c["id"]: c for c in doc["sections"]["fairness"]["checks"]}
+        chk = checks["fairness.sex.auroc_gap"]
+        assert code == 0 and chk["status"] == "skipped" and chk["reason"]
+        assert captured.err == (f"{MSG_ALLOW_SINGLE_CLASS}\n" if extra else "")
 
 
 def test_label_values_must_match_scores(tmp_path, capsys):

@@ -17,6 +17,7 @@ from medaudit.cli.federate import (
     MSG_ROUNDS,
 )
 from medaudit.data._partitions import MSG_NO_SITE_COLUMN, MSG_ONE_SITE
+from medaudit.federated._strategies import MSG_CANNOT_TRIM, MSG_KRUM_TOO_FEW
 
 pytest.importorskip("flwr")
 
@@ -100,6 +101,11 @@ def test_a_site_without_positives_stops_the_run_when_asked(manifests, capsys, tm
             "Sample-level DP cannot train with FedProx",
         ),
         (["--sample-dp-noise", "0", "--arch", "small_cnn_gn"], "'noise_multiplier' parameter"),
+        (["--strategy", "fedtrimmedavg"], MSG_CANNOT_TRIM.format(n=2)),
+        (
+            ["--strategy", "fedavg,multikrum", "--krum-malicious", "2"],
+            MSG_KRUM_TOO_FEW.format(name="Multi-Krum", f=2, n=2),
+        ),
     ],
 )
 def test_other_bad_options_are_exit_2(manifests, capsys, tmp_path, extra, words):

@@ -75,71 +75,116 @@ def test_four_sites_five_rounds_reach_the_centralised_auroc(one_acquisition, tmp
     assert [r["round"] for r in sec["tables"]["rounds"]] == [1, 2, 3, 4, 5]
 
 
-def _sized_partition(cohort, shares, seed=0):
-    """Sites of the given shares of the patients (the first one the largest)."""
-    from medaudit.data import SitePartition
+def _poisoning_experiment():
+    """experiments/federated/poisoning.py as a module (the test runs its arms)."""
+    import importlib.util
 
-    pid = cohort.meta["patient_id"].astype(str).to_numpy()
-    patients = np.random.default_rng(seed).permutation(np.unique(pid))
-    cuts = np.round(np.cumsum(shares)[:-1] * len(patients)).astype(int)
-    rows = tuple(np.flatnonzero(np.isin(pid, part)) for part in np.split(patients, cuts))
-    names = tuple(f"site_{i}" for i in range(len(shares)))
-    return SitePartition(names, rows, "shares")
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(
+        "federated_poisoning", root / "experiments" / "federated" / "poisoning.py"
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
-def test_crash_timeout_and_poisoning_leave_the_run_going_and_robust_strategies_hold(
-    one_acquisition,
-):
-    """One run, three arms on the same four sites (the first holds 40% of the patients).
+POISONED = ("fedavg_poisoned", "fedmedian_poisoned", "multikrum_poisoned")
+POISONED_INIT1 = ("fedmedian_poisoned_init1", "multikrum_poisoned_init1")
 
-    ``fedavg_faults``: site_2 crashes in round 2 and site_3 sleeps past the round timeout in
-    round 4, and the run goes on. ``*_poisoned``: site_0 trains on flipped labels; FedAvg
-    follows it, FedMedian keeps most of the clean AUROC (measured in-process on this data:
-    clean 0.96, FedAvg poisoned 0.34, FedMedian poisoned 0.83, mean site AUROC).
+
+@pytest.fixture(scope="module")
+def attacked_run(one_acquisition):
+    """One simulation (one Ray start), nine arms on the same four sites (site_0: 40%).
+
+    ``fedavg_faults``: site_2 crashes in round 2 and site_3 sleeps past the round timeout
+    in round 4. ``*_clean``: every site honest. ``*_poisoned``: site_0 trains on ``1 - y``.
+    ``*_init1``: the same from a second random initialisation (seed 1). Settings: those of
+    experiments/federated/poisoning.py (lr 3e-3, five rounds of one local epoch).
     """
     from medaudit.data import load_cohort
     from medaudit.federated import Arm, FaultPlan, FederatedSettings, federate
+    from medaudit.models import build_model
 
+    exp = _poisoning_experiment()
     cohort = load_cohort(one_acquisition)
-    poisoned = ("fedavg_poisoned", "fedmedian_poisoned")
+    init1 = build_model("small_cnn", in_channels=1, num_classes=2, random_state=1).state_dict()
+    arms = [
+        Arm("fedavg_faults", "fedavg"),
+        Arm("fedavg_clean", "fedavg"),
+        *(Arm(name, name.split("_")[0]) for name in POISONED),
+        Arm("fedavg_clean_init1", "fedavg", init1),
+        *(Arm(name, name.split("_")[0], init1) for name in POISONED_INIT1),
+    ]
     faults = FaultPlan(
         crash={"site_2": 2},
         delay={"site_3": (4, 30.0)},
-        flip_labels=("site_0",),
+        flip_labels=(exp.ATTACKER,),
         arms=("fedavg_faults",),
-        poison_arms=poisoned,
+        poison_arms=POISONED + POISONED_INIT1,
     )
-    # No local-only baselines (not what this test is about): they would double the time.
     settings = FederatedSettings(
-        rounds=5, round_timeout=20.0, n_bootstrap=100, local_baseline=False
+        rounds=5, lr=3e-3, round_timeout=20.0, n_bootstrap=50, local_baseline=False
     )
     result = federate(
         cohort,
         settings=settings,
-        partition=_sized_partition(cohort, [0.4, 0.2, 0.2, 0.2]),
+        partition=exp.sized_partition(cohort),
         faults=faults,
-        arms=[
-            Arm("fedavg_faults", "fedavg"),
-            Arm("fedavg_poisoned", "fedavg"),
-            Arm("fedmedian_poisoned", "fedmedian"),
-        ],
+        arms=arms,
+        centralised=False,
         cpus=2,
     )
-    sec = result.report.section("federated")
+    return exp, result.report.section("federated")
+
+
+def test_a_crash_and_a_timeout_leave_the_run_going_and_the_report_names_them(attacked_run):
+    _, sec = attacked_run
     rounds = sec.tables["rounds"]
     r = rounds[rounds["arm"] == "fedavg_faults"].set_index("round")
     assert "site_2: InjectedFault: site 'site_2' crashed" in r.loc[2, "dropped"]
     assert "site_3: no reply within the round timeout" in r.loc[4, "dropped"]
+    assert (r.loc[[1, 3, 5], "dropped"] == "").all()
     assert r["aggregated"].all()  # three replies still meet min_sites = 2
-    for arm in poisoned:
-        assert (rounds.loc[rounds["arm"] == arm, "dropped"] == "").all()
-    auc = sec.tables["strategies"].set_index("arm")["auroc_pooled_test"]
+    others = rounds[rounds["arm"] != "fedavg_faults"]
+    assert (others["dropped"] == "").all() and others["aggregated"].all()
+    auc = sec.tables["strategies"].set_index("arm")["auroc"]
     assert auc["fedavg_faults"] > 0.85, auc.to_dict()
-    assert auc["fedavg_poisoned"] <= auc["fedavg_faults"] - 0.30, auc.to_dict()
-    assert auc["fedmedian_poisoned"] >= auc["fedavg_faults"] - 0.15, auc.to_dict()
-    assert auc["fedmedian_poisoned"] >= auc["fedavg_poisoned"] + 0.25, auc.to_dict()
     drop = {c.id: c for c in sec.checks}["federated.dropouts"]
     assert drop.status != "pass" and "site_2 (round 2)" in drop.description  # names who dropped
+
+
+#: How far below the clean FedAvg run a robust strategy may end with one flipped site of
+#: four (AUROC on the honest sites' test data, true labels). Measured by the experiment
+#: (experiments/federated/poisoning.md, seeds 0 and 1): Multi-Krum +0.015 and -0.044;
+#: FedMedian -0.054 and -0.056, the bias a coordinate-wise median of four keeps from one
+#: attacker (up to half the honest sites' spread, every round).
+ROBUST_TOLERANCE = {"multikrum": 0.05, "fedmedian": 0.08}
+
+
+@pytest.mark.parametrize("init", ["", "_init1"])
+def test_with_one_flipped_site_robust_strategies_stay_near_the_clean_run(attacked_run, init):
+    """site_0 (40% of the patients) trains on ``1 - y``; FedAvg follows it, the robust
+    strategies keep the clean run's AUROC on the three honest sites' true labels, from
+    two initialisations.
+
+    FedTrimmedAvg with beta 0.25 on four sites is FedMedian (the mean of the middle two)
+    and Krum keeps a single site per round; the experiment measures both.
+    """
+    exp, sec = attacked_run
+    table = sec.tables["strategies"].set_index("arm")
+    auc = table["auroc_unpoisoned_sites"]
+    clean = auc[f"fedavg_clean{init}"]
+    assert clean > 0.9, auc.to_dict()
+    for strategy, tolerance in ROBUST_TOLERANCE.items():
+        assert auc[f"{strategy}_poisoned{init}"] >= clean - tolerance, (strategy, auc.to_dict())
+        assert auc[f"{strategy}_poisoned{init}"] >= auc["fedavg_poisoned"] + 0.30, auc.to_dict()
+    assert auc["fedavg_poisoned"] <= auc["fedavg_clean"] - 0.30, auc.to_dict()
+    poisoned = table.index.str.contains("_poisoned")
+    assert (table.loc[poisoned, "poisoned_sites"] == exp.ATTACKER).all()
+    assert (table.loc[~poisoned, "poisoned_sites"] == "").all()
+    rows = exp.strategy_rows(sec.tables["strategies"].iloc[1:5], seed=0)
+    assert "| multikrum | 0 |  | " in exp.summarise(rows)  # the experiment's summary runs
 
 
 def _foreign_manifest(root: Path) -> Path:

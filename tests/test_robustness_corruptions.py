@@ -285,7 +285,9 @@ def test_docstring_examples_run():
     import doctest
     import importlib
 
-    modules = ("_random", "_registry", "_filters", "_digital", "_blur", "_presets", "_metrics")
+    modules = (
+        "_random", "_poisson", "_registry", "_filters", "_digital", "_blur", "_presets", "_metrics",
+    )  # fmt: skip
     for name in modules:
         module = importlib.import_module(f"medaudit.robustness.{name}")
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)

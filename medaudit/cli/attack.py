@@ -1,7 +1,7 @@
 """``medaudit attack``: attack a trained model to measure what it gives away.
 
-A command group (a typer sub-app): ``attack membership`` today; other attacks
-(reconstruction, ...) add their commands to :data:`attack_app`.
+A command group (a typer sub-app): ``attack membership`` and ``attack reconstruct``
+(gradient inversion); other attacks add their commands to :data:`attack_app`.
 """
 
 from __future__ import annotations
@@ -11,10 +11,19 @@ from typing import Annotated, Any
 
 import typer
 
+from medaudit._errors import InvalidInputError
 from medaudit.cli._common import parse_list, read_policy, require_file
 from medaudit.cli.app import app
 
-__all__ = ["attack_app", "attack_membership", "membership"]
+__all__ = [
+    "MSG_BAD_DEFENCE",
+    "attack_app",
+    "attack_membership",
+    "attack_reconstruct",
+    "membership",
+    "parse_defences",
+    "reconstruct",
+]
 
 attack_app = typer.Typer(
     name="attack",
@@ -208,4 +217,123 @@ def membership(
             else f"{len(failed)} check(s) failed: {', '.join(c.id for c in failed)}."
         )
     )
+    return 1 if failed else 0
+
+
+MSG_BAD_DEFENCE = (
+    "A defence reads none, batch:N, steps:K or dp:EPSILON (comma-separated); got {item!r}."
+)
+
+
+def parse_defences(spec: str, *, dataset_size: int) -> list[Any]:
+    """``"none,batch:32,steps:5,dp:8"`` → the :class:`Defence` list (DP sized to the data)."""
+    from medaudit.attacks.reconstruction import Defence, dp_defence
+
+    out = []
+    for item in parse_list(spec) or []:
+        kind, _, arg = item.partition(":")
+        try:
+            if kind == "none" and not arg:
+                out.append(Defence("none"))
+            elif kind == "batch":
+                out.append(Defence(f"batch {int(arg)}", batch_size=int(arg)))
+            elif kind == "steps":
+                out.append(Defence(f"{int(arg)} local steps", local_steps=int(arg)))
+            elif kind == "dp":
+                out.append(dp_defence(float(arg), dataset_size=dataset_size))
+            else:
+                raise ValueError(item)
+        except ValueError as exc:
+            raise InvalidInputError(MSG_BAD_DEFENCE.format(item=item)) from exc
+    if not out:
+        raise InvalidInputError(MSG_BAD_DEFENCE.format(item=spec))
+    return out
+
+
+def attack_reconstruct(
+    model: Path,
+    data: Path,
+    out: Path,
+    *,
+    defences: str = "none,batch:32,dp:8",
+    trials: int = 2,
+    steps: int = 300,
+    show_images: bool = False,
+    arch: str | None = None,
+    policy: Path | None = None,
+    seed: int = 0,
+) -> Any:
+    """Invert simulated client updates of ``model`` under each defence; save the report."""
+    from medaudit.attacks.reconstruction import (
+        InversionSettings,
+        reconstruction_attack,
+        reconstruction_section,
+        trainable_parameters,
+    )
+    from medaudit.data import load_cohort
+    from medaudit.models import load_checkpoint
+    from medaudit.report import Report
+
+    loaded = load_checkpoint(require_file(model, "Checkpoint"), arch=arch)
+    trainable_parameters(loaded.model, what=model.name)
+    cohort = load_cohort(require_file(data, "Client manifest"))
+    ds = parse_defences(defences, dataset_size=max(2, len(cohort)))
+    pol = read_policy(policy)
+    mean = loaded.mean or [0.0] * loaded.in_channels
+    std = loaded.std or [1.0] * loaded.in_channels
+    result = reconstruction_attack(
+        loaded.model,
+        cohort,
+        defences=ds,
+        mean=mean,
+        std=std,
+        image_size=loaded.image_size,
+        trials=trials,
+        settings=InversionSettings(steps=steps, seed=seed),
+        seed=seed,
+    )
+    section = reconstruction_section(result, policy=pol, show_images=show_images)
+    report = Report(
+        sections=[section],
+        meta={"title": f"medaudit attack reconstruct — {model.name}", "seed": seed},
+    )
+    report.save(out)
+    return report
+
+
+@attack_app.command("reconstruct")
+def reconstruct(
+    model: Annotated[Path, typer.Option("--model", help="Checkpoint the clients train.")],
+    data: Annotated[Path, typer.Option("--data", help="Manifest of the clients' images.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for index.html and audit.json.")],
+    defences: Annotated[
+        str,
+        typer.Option(help="Comma-separated: none, batch:N, steps:K (local SGD steps), dp:EPS."),
+    ] = "none,batch:32,dp:8",
+    trials: Annotated[int, typer.Option(min=1, help="Clients attacked per defence.")] = 2,
+    steps: Annotated[int, typer.Option(min=1, help="Optimisation steps of the attack.")] = 300,
+    show_images: Annotated[
+        bool, typer.Option(help="Show reconstructions in the report (patients' images).")
+    ] = False,
+    arch: Annotated[str | None, typer.Option(help="Architecture of a state-dict .pt file.")] = None,
+    policy: Annotated[Path | None, typer.Option(help="Policy TOML with thresholds.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
+) -> int:
+    """Gradient inversion: exit 0 if every defence held, 1 if one did not, 2 on bad input."""
+    report = attack_reconstruct(
+        model,
+        data,
+        out,
+        defences=defences,
+        trials=trials,
+        steps=steps,
+        show_images=show_images,
+        arch=arch,
+        policy=policy,
+        seed=seed,
+    )
+    sec = report.section("reconstruction")
+    typer.echo(sec.summary)
+    failed = [c for c in report.checks if c.blocking]
+    typer.echo(f"Report written to {out / 'index.html'}.")
     return 1 if failed else 0

@@ -13,10 +13,17 @@ from typing import Annotated, Any
 import typer
 
 from medaudit._errors import InvalidInputError
+from medaudit.cli._columns import column_map, policy_columns
 from medaudit.cli._common import parse_list, read_policy, require_file
 from medaudit.cli.app import app
 
-__all__ = ["audit", "audit_checkpoint", "operating_point_settings", "parse_setting_args"]
+__all__ = [
+    "audit",
+    "audit_checkpoint",
+    "by_finding",
+    "operating_point_settings",
+    "parse_setting_args",
+]
 
 MSG_UNKNOWN_FLAG = "Unknown option {flag!r} for medaudit audit; audit options: {known}."
 MSG_FLAG_VALUE = "Option {flag!r} needs a value."
@@ -110,34 +117,83 @@ def audit_checkpoint(
     if settings:
         pol = pol.with_settings(settings, source=f"{pol.source} + command-line settings")
     dev = resolve_device(device)
-    lp = load_model_and_predict(
-        model, data, arch=arch, cache_dir=cache_dir, device=dev, workers=workers, progress=progress
-    )
-    train = load_cohort(require_file(train_data, "Training manifest")) if train_data else None
-    pop = load_cohort(require_file(population, "Population manifest")) if population else None
-    calibration = None
-    if calibration_data is not None:
-        calibration = load_model_and_predict(
-            model, calibration_data, arch=arch, cache_dir=cache_dir, device=dev, workers=workers
-        ).predictions
-    report = run_audits(
-        lp.predictions,
-        lp.cohort,
-        audits=audits,
-        sensitive=sensitive,
-        policy=pol,
-        train=train,
-        population=pop,
-        model=lp.loaded.model,
-        model_info={**lp.model_info, "checkpoint": model.name},
-        meta={"title": f"medaudit audit — {model.name} on {data.name}"},
-        calibration=calibration,
-        device=dev,
-        cache_dir=cache_dir,
-        progress=progress,
-    )
+    cmap = column_map(policy_columns(pol))
+    findings = pol.setting("labels.findings") or [None]
+    reports = []
+    for finding in findings:  # a multi-label manifest: one pass per finding column
+        cm = cmap if finding is None else cmap.with_label(finding)
+        lp = load_model_and_predict(
+            model,
+            data,
+            arch=arch,
+            cache_dir=cache_dir,
+            device=dev,
+            workers=workers,
+            progress=progress,
+            columns=cm,
+        )
+        train = (
+            load_cohort(require_file(train_data, "Training manifest"), columns=cm)
+            if train_data
+            else None
+        )
+        pop = (
+            load_cohort(require_file(population, "Population manifest"), columns=cm)
+            if population
+            else None
+        )
+        calibration = None
+        if calibration_data is not None:
+            calibration = load_model_and_predict(
+                model,
+                calibration_data,
+                arch=arch,
+                cache_dir=cache_dir,
+                device=dev,
+                workers=workers,
+                columns=cm,
+            ).predictions
+        reports.append(
+            run_audits(
+                lp.predictions,
+                lp.cohort,
+                audits=audits,
+                sensitive=sensitive,
+                policy=pol,
+                train=train,
+                population=pop,
+                model=lp.loaded.model,
+                model_info={**lp.model_info, "checkpoint": model.name},
+                meta={"title": f"medaudit audit — {model.name} on {data.name}"},
+                calibration=calibration,
+                device=dev,
+                cache_dir=cache_dir,
+                progress=progress,
+            )
+        )
+    report = reports[0] if findings == [None] else by_finding(reports, findings)
     report.save(out, include_identifiers=include_identifiers)
     return report
+
+
+def by_finding(reports: list[Any], findings: list[str]) -> Any:
+    """One report of several findings' reports: each section once per finding, so named."""
+    from dataclasses import replace
+
+    from medaudit.report import Report
+
+    sections = [
+        replace(
+            sec,
+            name=f"{sec.name}[{finding}]",
+            title=f"{sec.title} — {finding}",
+            checks=[replace(c, id=f"{c.id}[{finding}]") for c in sec.checks],
+        )
+        for rep, finding in zip(reports, findings, strict=True)
+        for sec in rep.sections
+    ]
+    meta = {**reports[0].meta, "findings": list(findings)}
+    return Report(sections=sections, meta=meta)
 
 
 def _audit_help() -> str:

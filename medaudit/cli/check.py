@@ -12,9 +12,15 @@ from typing import Annotated, Any
 
 import typer
 
+from medaudit.cli import _columns as col
 from medaudit.cli.app import app
 
-__all__ = ["check_predictions", "render_table"]
+__all__ = ["MSG_ALLOW_SINGLE_CLASS", "check_predictions", "render_table"]
+
+MSG_ALLOW_SINGLE_CLASS = (
+    "note: --allow-single-class is deprecated and has no effect: groups with one class or "
+    "too few images are always reported as skipped, with the reason."
+)
 
 
 def check_predictions(
@@ -29,10 +35,14 @@ def check_predictions(
     operating_point: str | None = None,
     target_sensitivity: float | None = None,
     calibration: str | Path | None = None,
+    columns: Any = None,
 ) -> Any:
     """Run the fairness audit on a predictions file; return the fairness ``Section``.
 
-    The logic of ``medaudit check``, callable from Python and tests.
+    The logic of ``medaudit check``, callable from Python and tests. Groups with one
+    class or too few images are skipped with the reason (``allow_single_class`` is
+    deprecated and ignored). ``columns``: a :class:`medaudit.data.ColumnMap` (default:
+    the policy's ``[settings.labels]`` keys).
     """
     from medaudit._errors import param_error
     from medaudit.data import require_sensitive
@@ -47,11 +57,10 @@ def check_predictions(
     pol = Policy.from_toml(policy) if policy is not None else Policy.default()
     op_settings = operating_point_settings(operating_point, threshold, target_sensitivity)
     pol = pol.with_settings(op_settings)
-    preds = read_predictions(predictions)
-    cal = read_predictions(calibration) if calibration is not None else None
+    cmap = columns if columns is not None else col.column_map(col.policy_columns(pol))
+    preds = read_predictions(predictions, columns=cmap)
+    cal = read_predictions(calibration, columns=cmap) if calibration is not None else None
     attrs = require_sensitive(preds.meta.columns, sensitive, source=str(predictions))
-    if not allow_single_class:
-        _refuse_single_class(preds, attrs, str(predictions))
     op = operating_point_from_policy(preds, pol, cal) if preds.is_binary else None
     return fairness_section(
         preds,
@@ -63,32 +72,6 @@ def check_predictions(
         calibration=cal,
         n_permutations=n_permutations,
     )
-
-
-def _refuse_single_class(preds: Any, attrs: list[str], source: str) -> None:
-    import numpy as np
-    import pandas as pd
-
-    from medaudit._errors import InvalidInputError
-
-    labels = preds.labels
-    for k in range(preds.scores.shape[1] if not preds.is_binary else 1):
-        y = labels == (k if not preds.is_binary else 1)
-        cls = preds.class_names[k] if not preds.is_binary else preds.class_names[-1]
-        for a in attrs:
-            codes, uniq = pd.factorize(preds.meta[a], sort=True)
-            n_pos = np.bincount(codes[codes >= 0], weights=y[codes >= 0], minlength=len(uniq))
-            n_all = np.bincount(codes[codes >= 0], minlength=len(uniq))
-            bad = np.flatnonzero((n_pos == 0) | (n_pos == n_all))
-            if bad.size:
-                g = bad[0]
-                which = "negative" if n_pos[g] == 0 else "positive"
-                raise InvalidInputError(
-                    f"Group {uniq[g]!r} of attribute {a!r} in {source} has only {which} "
-                    f"labels for class {cls!r} (n={int(n_all[g])}): AUROC and error rates are "
-                    "undefined for it. Drop or merge the group, or pass --allow-single-class "
-                    "to report it as skipped."
-                )
 
 
 def _fmt(x: Any) -> str:
@@ -150,9 +133,14 @@ def check(
         bool,
         typer.Option(
             "--allow-single-class",
-            help="Report single-class groups as skipped instead of refusing the input.",
+            help="Deprecated, no effect: single-class groups are always skipped.",
         ),
     ] = False,
+    label_column: col.LabelColumnOpt = None,
+    score_column: col.ScoreColumnOpt = None,
+    score_columns: col.ScoreColumnsOpt = None,
+    patient_column: col.PatientColumnOpt = None,
+    positive_label: col.PositiveLabelOpt = None,
     operating_point: Annotated[
         str | None,
         typer.Option(
@@ -182,6 +170,13 @@ def check(
     if fmt not in ("table", "json"):
         raise param_error("--format", "check", "'table' or 'json'", fmt)
     attrs = [s.strip() for s in sensitive.split(",") if s.strip()] if sensitive else None
+    if allow_single_class:
+        sys.stderr.write(MSG_ALLOW_SINGLE_CLASS + "\n")
+    from medaudit.report import Policy
+
+    flags = {"label_column": label_column, "score_column": score_column}
+    flags.update(score_columns=score_columns, patient_column=patient_column)
+    pol_cols = col.policy_columns(Policy.from_toml(policy) if policy else Policy.default())
     section = check_predictions(
         predictions,
         policy=policy,
@@ -192,6 +187,7 @@ def check(
         operating_point=operating_point,
         target_sensitivity=target_sensitivity,
         calibration=calibration,
+        columns=col.column_map(pol_cols, positive_label=positive_label, **flags),
     )
     report = Report(
         sections=[section],

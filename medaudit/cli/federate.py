@@ -165,7 +165,8 @@ def federate(
     strategy: Annotated[
         str,
         typer.Option(
-            help="fedavg, fedprox, fedmedian, krum or fedtrimmedavg; several (comma-separated) "
+            help="fedavg, fedprox, fedmedian, krum, fedtrimmedavg or multikrum; several "
+            "(comma-separated) "
             "run from the same start and are compared; the first one's model is saved."
         ),
     ] = "fedavg",
@@ -180,10 +181,21 @@ def federate(
         Path | None, typer.Option(help="Checkpoint to start from (pretrained init).")
     ] = None,
     proximal_mu: Annotated[float, typer.Option(min=0.0, help="FedProx's mu.")] = 0.01,
-    trimmed_beta: Annotated[float, typer.Option(help="FedTrimmedAvg's beta in [0, 0.5).")] = 0.25,
+    trimmed_beta: Annotated[
+        float,
+        typer.Option(
+            help="FedTrimmedAvg's beta in [0, 0.5): the share of sites dropped at each end "
+            "of every coordinate (0.25 drops one of four)."
+        ),
+    ] = 0.25,
     krum_malicious: Annotated[
-        int, typer.Option(min=0, help="Sites Krum assumes may be malicious.")
+        int,
+        typer.Option(min=0, help="Sites Krum and Multi-Krum assume may be malicious (f)."),
     ] = 1,
+    krum_select: Annotated[
+        int,
+        typer.Option(min=0, help="Updates Multi-Krum averages (0: all but --krum-malicious)."),
+    ] = 0,
     min_sites: Annotated[
         int, typer.Option(min=1, help="Fewest replies with which a round is aggregated.")
     ] = 2,
@@ -270,6 +282,7 @@ def federate(
         proximal_mu=proximal_mu,
         trimmed_beta=trimmed_beta,
         krum_malicious=krum_malicious,
+        krum_select=krum_select,
         min_sites=min_sites,
         round_timeout=round_timeout,
         on_bad_site=on_bad_site,

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from medaudit.cli import _columns as col
 from medaudit.cli.app import app
 from medaudit.report import atomic_write_text
 
@@ -29,6 +30,12 @@ def predict(
         int, typer.Option(min=0, help="Processes decoding images from disk (0: in-process).")
     ] = 0,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    label_column: col.LabelColumnOpt = None,
+    path_column: col.PathColumnOpt = None,
+    patient_column: col.PatientColumnOpt = None,
+    positive_label: col.PositiveLabelOpt = None,
+    uncertain_label: col.UncertainLabelOpt = None,
+    uncertain_policy: col.UncertainPolicyOpt = None,
 ) -> int:
     """Write label, score(s) and metadata per image: the input of ``medaudit check``."""
     from medaudit._device import resolve_device
@@ -42,6 +49,14 @@ def predict(
         device=resolve_device(device),
         workers=workers,
         progress=progress,
+        columns=col.column_map(
+            label_column=label_column,
+            path_column=path_column,
+            patient_column=patient_column,
+            positive_label=positive_label,
+            uncertain_label=uncertain_label,
+            uncertain_policy=uncertain_policy,
+        ),
     ).predictions
     atomic_write_text(out, preds.to_frame().to_csv(index=False))
     typer.echo(f"Wrote {len(preds)} predictions to {out}.")

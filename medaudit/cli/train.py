@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from medaudit._errors import InvalidInputError
+from medaudit.cli import _columns as col
 from medaudit.cli._common import parse_list, require_file
 from medaudit.cli.app import app
 
@@ -36,6 +37,7 @@ def train_checkpoint(
     dp: Mapping[str, Any] | None = None,
     disentangle: list[str] | None = None,
     disentangle_weight: float = 0.1,
+    columns: Any = None,
 ) -> dict[str, float]:
     """Train on ``data`` (its train/val splits, or a patient split) and save to ``out``.
 
@@ -44,6 +46,8 @@ def train_checkpoint(
     ``disentangle`` names attribute columns to train out of the features (adversaries
     behind a gradient-reversal layer, :func:`medaudit.shortcuts.disentangle_hooks`); it
     cannot be combined with ``dp``.
+    ``columns``: the manifest's column names and label handling (a
+    :class:`medaudit.data.ColumnMap`: label column, uncertain-label policy).
     Returns the best epoch, its validation AUROC and ECE (and ε with ``dp``).
     """
     if disentangle and dp is not None:
@@ -53,7 +57,7 @@ def train_checkpoint(
 
     if out.suffix != ".safetensors":
         raise InvalidInputError(f"--out must end in .safetensors, got {out.name!r}.")
-    cohort = load_cohort(require_file(data, "Manifest"))
+    cohort = load_cohort(require_file(data, "Manifest"), columns=columns)
     meta = cohort.meta
     if "split" not in meta.columns or not {"train", "val"} <= set(meta["split"].astype(str)):
         names = patient_split(
@@ -153,6 +157,12 @@ def train(
     noise_multiplier: Annotated[
         float | None, typer.Option(help="DP: noise multiplier (instead of --epsilon).")
     ] = None,
+    label_column: col.LabelColumnOpt = None,
+    path_column: col.PathColumnOpt = None,
+    patient_column: col.PatientColumnOpt = None,
+    positive_label: col.PositiveLabelOpt = None,
+    uncertain_label: col.UncertainLabelOpt = None,
+    uncertain_policy: col.UncertainPolicyOpt = None,
 ) -> int:
     """Train a model; uses the manifest's train/val splits or makes a patient-grouped split."""
     privacy = _dp_options(dp, epsilon, delta, max_grad_norm, accountant, noise_multiplier)
@@ -170,6 +180,14 @@ def train(
         progress=progress,
         disentangle=parse_list(disentangle),
         disentangle_weight=disentangle_weight,
+        columns=col.column_map(
+            label_column=label_column,
+            path_column=path_column,
+            patient_column=patient_column,
+            positive_label=positive_label,
+            uncertain_label=uncertain_label,
+            uncertain_policy=uncertain_policy,
+        ),
     )
     typer.echo(
         f"Saved {out} (best epoch {res['best_epoch']:.0f}, "

@@ -19,7 +19,15 @@ from medaudit._errors import InvalidInputError, param_error
 
 __all__ = ["RESERVED_COLUMNS", "Cohort"]
 
-RESERVED_COLUMNS: tuple[str, ...] = ("label", "patient_id", "study_id", "site", "split", "path")
+RESERVED_COLUMNS: tuple[str, ...] = (
+    "label",
+    "patient_id",
+    "study_id",
+    "site",
+    "split",
+    "path",
+    "label_uncertain",
+)
 
 # Filled by medaudit.data._readers at import; a function path -> float32 (C, H, W) in [0, 1].
 ImageReader = Callable[[Path], np.ndarray]
@@ -106,6 +114,8 @@ class Cohort:
         self.class_names = [str(c) for c in class_names]
         self.dropped = dropped if dropped is not None else pd.DataFrame(columns=["path", "reason"])
         self.name = name
+        #: Rows whose label is uncertain (``load_manifest(..., columns=...)``), or None.
+        self.uncertain: Cohort | None = None
         self._reader = reader or _default_reader
         self._shape: tuple[int, int, int] | None = (
             tuple(images.shape[1:]) if images is not None else None

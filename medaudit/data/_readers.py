@@ -38,6 +38,13 @@ import pandas as pd
 
 from medaudit._errors import InvalidInputError, param_error
 from medaudit.data._cohort import Cohort
+from medaudit.data._columns import (
+    REASON_NO_LABEL,
+    REASON_UNCERTAIN,
+    ColumnMap,
+    map_labels,
+    uncertain_cohort,
+)
 
 __all__ = [
     "DROPPED_COLUMNS",
@@ -45,7 +52,9 @@ __all__ = [
     "MANIFEST_SUFFIXES",
     "REASON_INVALID_LABEL",
     "REASON_MISSING_FILE",
+    "REASON_NO_LABEL",
     "REASON_NO_PATH",
+    "REASON_UNCERTAIN",
     "REASON_UNREADABLE",
     "load_cohort",
     "load_manifest",
@@ -79,6 +88,11 @@ MSG_NAN_LABELS = (
     "Manifest {path} has {n} row(s) with no label (first rows: {rows}); "
     "give every image a label or remove those rows."
 )
+MSG_NPZ_COLUMNS = (
+    "{path} is a MedMNIST-style .npz: it has no columns to map (--label-column, "
+    "--uncertain-label and the like apply to CSV/Parquet manifests)."
+)
+MSG_NO_DEFINITE = "Manifest {path} has no row with a definite label in column {col!r}."
 MSG_NOTHING_READABLE = (
     "None of the {n} image(s) listed in {path} could be used ({counts}); first problem: {first}."
 )
@@ -413,6 +427,7 @@ def load_manifest(
     class_names: Sequence[str] | None = None,
     check_files: bool = True,
     progress: bool = False,
+    columns: ColumnMap | None = None,
 ) -> Cohort:
     """Read a CSV or Parquet manifest into a :class:`~medaudit.data.Cohort`.
 
@@ -432,6 +447,12 @@ def load_manifest(
         and listed in ``cohort.dropped``; the audit goes on without them.
     progress : bool, default False
         Show a progress bar while checking files.
+    columns : ColumnMap, optional
+        The user's column names, positive label and uncertain-label policy. With a
+        mapped label column or an uncertain label, blank labels are missing: those rows
+        are left out (reason ``no label``), as are uncertain ones under ``ignore``; the
+        cohort then has a boolean ``label_uncertain`` column and ``cohort.uncertain``
+        holds every uncertain row (for the label-uncertainty audit).
 
     Returns
     -------
@@ -468,6 +489,10 @@ def load_manifest(
             f"Manifest {p} must be a CSV or Parquet file ({', '.join(MANIFEST_SUFFIXES)})."
         )
     df = _read_table(p)
+    cmap = columns or ColumnMap()
+    df = cmap.rename(df, f"Manifest {p}", flag_of=_MANIFEST_FLAGS)
+    if "patient_id" in df.columns:
+        df["patient_id"] = df["patient_id"].astype(str)
     missing_cols = [c for c in ("path", "label") if c not in df.columns]
     if missing_cols:
         raise InvalidInputError(
@@ -480,19 +505,30 @@ def load_manifest(
     if len(df) == 0:
         raise InvalidInputError(MSG_MANIFEST_EMPTY.format(path=p))
     df = df.reset_index(drop=True)
-    codes, valid, names = _encode_labels(df["label"], names, p)
+    problems: dict[int, tuple[str, str]] = {}
+    uncertain_rows = None
+    if not cmap.is_default and (
+        "label" in cmap.given or cmap.uncertain_label is not None or cmap.positive_label is not None
+    ):
+        df, problems, uncertain_rows = map_labels(df, cmap, p)
     raw_labels = df["label"].astype(str).to_numpy()
+    ok = ~df.index.isin(list(problems))
+    if not ok.any():
+        raise InvalidInputError(MSG_NO_DEFINITE.format(path=p, col=cmap.label))
+    filler = df["label"][ok].iloc[0]  # a real label: keeps the column's type
+    codes, valid, names = _encode_labels(df["label"].where(ok, filler), names, p)
 
     root = p.parent
     path_text = df["path"].astype(object).where(df["path"].notna(), None)
     rel = [s.strip() if isinstance(s, str) else None for s in path_text]
-    problems: dict[int, tuple[str, str]] = {}
     declared = names if names is not None else "non-negative class indices"
     for bad in np.flatnonzero(~valid).tolist():
+        if bad in problems:
+            continue
         problems[bad] = (REASON_INVALID_LABEL, f"label {raw_labels[bad]!r}; declared: {declared}")
     to_check: list[int] = []
     for row, r in enumerate(rel):
-        if row in problems:
+        if row in problems and problems[row][0] != REASON_UNCERTAIN:
             continue
         if not r:
             problems[row] = (REASON_NO_PATH, "the 'path' cell is empty")
@@ -530,9 +566,15 @@ def load_manifest(
     meta = df.loc[keep].copy()
     meta["path"] = [rel[i] for i in np.flatnonzero(keep)]
     meta["label"] = codes[keep]
-    return Cohort(
+    cohort = Cohort(
         meta.reset_index(drop=True), root=root, class_names=names, dropped=dropped, name=p.name
     )
+    if uncertain_rows is not None:
+        cohort.uncertain = uncertain_cohort(df, uncertain_rows, rel, problems, cohort)
+    return cohort
+
+
+_MANIFEST_FLAGS = {"label": "label-column", "path": "path-column", "patient": "patient-column"}
 
 
 def _resolve(root: Path, rel: str) -> Path:
@@ -726,6 +768,9 @@ def load_cohort(path: str | os.PathLike[str], **kwargs: Any) -> Cohort:
     if suffix in MANIFEST_SUFFIXES:
         return load_manifest(p, **kwargs)
     if suffix == ".npz":
+        cmap = kwargs.pop("columns", None)
+        if cmap is not None and not cmap.is_default:
+            raise InvalidInputError(MSG_NPZ_COLUMNS.format(path=p))
         return load_npz(p, **kwargs)
     raise InvalidInputError(
         MSG_UNSUPPORTED_DATA.format(path=p, manifests=", ".join(MANIFEST_SUFFIXES))

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from medaudit._errors import InvalidInputError
+from medaudit.data._columns import ColumnMap
 from medaudit.inference import Predictions
 
 __all__ = ["predictions_from_frame", "read_predictions"]
@@ -33,13 +34,18 @@ MSG_NAN_LABEL = "Column 'label' of {path} has {n} missing value(s) (first at dat
 MSG_LABEL_VALUES = "Column 'label' of {path} must hold {expected}; found {found}."
 
 
-def read_predictions(path: str | os.PathLike[str]) -> Predictions:
+def read_predictions(
+    path: str | os.PathLike[str], *, columns: ColumnMap | None = None
+) -> Predictions:
     """Read a predictions CSV / Parquet file into :class:`~medaudit.inference.Predictions`.
 
     Parameters
     ----------
     path : path
         ``.csv`` (read with pyarrow, multithreaded) or ``.parquet``.
+    columns : ColumnMap, optional
+        The table's own names for the label, score(s) and patient columns, and its
+        positive label (see :func:`predictions_from_frame`).
 
     Returns
     -------
@@ -82,13 +88,45 @@ def read_predictions(path: str | os.PathLike[str]) -> Predictions:
             cols.append(col)
         tbl = pa.table(cols, names=tbl.column_names)
         df = tbl.to_pandas()
-    return predictions_from_frame(df, source=str(p))
+    return predictions_from_frame(df, source=str(p), columns=columns)
 
 
-def predictions_from_frame(df: pd.DataFrame, *, source: str = "frame") -> Predictions:
-    """Build :class:`Predictions` from a table with ``label`` and score columns."""
+_FLAGS = {
+    "label": "label-column",
+    "patient": "patient-column",
+    "score": "score-column / --score-columns",
+}
+
+
+def _map_columns(df: pd.DataFrame, cmap: ColumnMap, source: str) -> pd.DataFrame:
+    """The user's names → ``label``, ``score`` / ``score_<class>``, ``patient_id``."""
+    df = cmap.rename(df, f"Predictions file {source}", flag_of=_FLAGS)
+    if len(cmap.scores) == 1 and cmap.scores[0] != "score":
+        df = df.drop(columns=[c for c in df.columns if c == "score"]).rename(
+            columns={cmap.scores[0]: "score"}
+        )
+    elif len(cmap.scores) > 1:
+        keep = [c for c in df.columns if not str(c).startswith("score") or c in cmap.scores]
+        names = {s: s if s.startswith("score_") else f"score_{s}" for s in cmap.scores}
+        df = df[keep].rename(columns=names)
+    if cmap.positive_label is not None:
+        res = cmap.resolve_labels(df["label"], f"predictions file {source}")
+        df = df.assign(label=res.labels.to_numpy())
+    return df
+
+
+def predictions_from_frame(
+    df: pd.DataFrame, *, source: str = "frame", columns: ColumnMap | None = None
+) -> Predictions:
+    """Build :class:`Predictions` from a table with ``label`` and score columns.
+
+    ``columns`` maps the table's own names (``y_true``, ``prob``, ``Patient``) to
+    medaudit's and names the positive label (``"yes"``: every other value is negative).
+    """
     if len(df) == 0:
         raise InvalidInputError(MSG_EMPTY.format(path=source))
+    if columns is not None and not columns.is_default:
+        df = _map_columns(df, columns, source)
     cols = [str(c) for c in df.columns]
     if "label" not in df.columns:
         raise InvalidInputError(MSG_NO_LABEL.format(path=source, cols=", ".join(cols)))

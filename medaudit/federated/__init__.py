@@ -68,6 +68,7 @@ from medaudit.federated._strategies import (
     build_strategy,
     get_strategy,
     list_strategies,
+    multikrum_selected,
     register_strategy,
 )
 
@@ -118,6 +119,7 @@ __all__ = [
     "federated_section",
     "get_strategy",
     "list_strategies",
+    "multikrum_selected",
     "make_client_app",
     "make_server_app",
     "paired_auroc",

@@ -9,7 +9,8 @@ Tables (their names are the contract of ``audit.json``'s ``federated`` section):
 - ``rounds`` — every round of every strategy: who took part, who failed or timed out,
   whether it was aggregated, and each site's AUROC after it.
 - ``strategies`` — each strategy's global AUROC from the federated audit (and, in a
-  simulation, on the pooled test data).
+  simulation, on the pooled test data); under label-flipping poisoning, which sites
+  trained on flipped labels and the AUROC on the other sites' test data (true labels).
 - ``subgroups`` — the federated audit: global metrics per patient group from the sites'
   sufficient statistics, with intervals that account for patients.
 """
@@ -28,6 +29,7 @@ from medaudit.federated._rounds import FederatedRun, StrategyRun
 from medaudit.federated._stats import (
     ALL_GROUP,
     SufficientStatistics,
+    aggregate_statistics,
     subgroup_metrics,
 )
 from medaudit.federated._strategies import get_strategy
@@ -193,12 +195,50 @@ def _global(sr: StrategyRun) -> pd.Series | None:
     return table.iloc[sr.stats.index(ALL_GROUP)] if ALL_GROUP in sr.stats.keys else None
 
 
-def strategies_table(run: FederatedRun, centralised: CentralisedComparison | None) -> pd.DataFrame:
-    """Each strategy's outcome (global AUROC from the sites' statistics)."""
+def poisoned_sites(faults: Mapping[str, Any] | None, arm: str) -> tuple[str, ...]:
+    """Sites that trained on flipped labels in ``arm``, from a ``FaultPlan.to_dict()`` record.
+
+    Examples
+    --------
+    >>> plan = {"flip_labels": ["site_0"], "arms": None, "poison_arms": ["fedavg_poisoned"]}
+    >>> poisoned_sites(plan, "fedavg_poisoned"), poisoned_sites(plan, "fedavg")
+    (('site_0',), ())
+    """
+    if not faults:
+        return ()
+    arms = faults.get("poison_arms")
+    arms = faults.get("arms") if arms is None else arms
+    if arms is not None and arm not in arms:
+        return ()
+    return tuple(faults.get("flip_labels") or ())
+
+
+def _auroc_without(sr: StrategyRun, left_out: Sequence[str]) -> float:
+    """Global AUROC from the statistics of the sites not in ``left_out`` (their true labels)."""
+    kept = [st for name, st in sr.site_stats.items() if name not in left_out]
+    if not kept:
+        return float("nan")
+    t = subgroup_metrics(aggregate_statistics(kept), None, min_group_size=1, min_class_count=1)
+    return float(t.iloc[kept[0].index(ALL_GROUP)]["auroc"])
+
+
+def strategies_table(
+    run: FederatedRun,
+    centralised: CentralisedComparison | None,
+    faults: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Each strategy's outcome (global AUROC from the sites' statistics).
+
+    ``poisoned_sites`` names the sites that trained on flipped labels in the arm, and
+    ``auroc_unpoisoned_sites`` is the AUROC on the test data of all the other sites, with
+    their true labels, from their statistics: what an attack costs the honest hospitals.
+    Every site is always evaluated on its true test labels.
+    """
     rows = []
     for sr in run.strategies:
         g = _global(sr)
         nan = float("nan")
+        bad = poisoned_sites(faults, sr.name)
         rows.append(
             {
                 "arm": sr.name,
@@ -211,6 +251,8 @@ def strategies_table(run: FederatedRun, centralised: CentralisedComparison | Non
                 "auroc_pooled_test": (
                     centralised.strategies.get(sr.name, nan) if centralised else nan
                 ),
+                "poisoned_sites": ", ".join(bad),
+                "auroc_unpoisoned_sites": _auroc_without(sr, bad) if sr.site_stats else nan,
                 "rounds_aggregated": sum(r.aggregated for r in sr.rounds),
                 "site_rounds_dropped": sum(len(r.dropped) for r in sr.rounds),
                 "seconds": sr.seconds,
@@ -463,6 +505,12 @@ def _notes(run: FederatedRun, faults: Mapping[str, Any] | None) -> list[str]:
         )
     if faults:
         notes.append(f"Faults injected for this run (a test or red-team run): {faults}.")
+    if faults and faults.get("flip_labels"):
+        notes.append(
+            "Poisoned sites trained on flipped labels but were evaluated on their true test "
+            "labels; the strategies table's auroc_unpoisoned_sites leaves them out, so it "
+            "compares what each strategy kept for the honest sites with the clean arm."
+        )
     return notes
 
 
@@ -483,7 +531,7 @@ def federated_section(
     tables = {
         "sites": sites,
         "rounds": rounds_table(run),
-        "strategies": strategies_table(run, centralised),
+        "strategies": strategies_table(run, centralised, faults),
     }
     if centralised is not None:
         tables["pooled"] = pooled_table(centralised)

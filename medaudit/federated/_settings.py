@@ -157,7 +157,9 @@ class FederatedSettings:
     trimmed_beta : float in [0, 0.5), default 0.25
         Fraction trimmed at each end by ``fedtrimmedavg`` (0.25 trims one of four sites).
     krum_malicious : int >= 0, default 1
-        Sites ``krum`` assumes may be malicious.
+        Sites ``krum`` and ``multikrum`` assume may be malicious (Krum's ``f``).
+    krum_select : int >= 0, default 0
+        Updates ``multikrum`` averages; 0: all but ``krum_malicious`` (``krum`` keeps one).
     min_sites : int >= 1, default 2
         A round is aggregated only when at least this many sites replied; otherwise the
         global model is kept and the round is reported as not aggregated.
@@ -201,6 +203,7 @@ class FederatedSettings:
     proximal_mu: float = 0.01
     trimmed_beta: float = 0.25
     krum_malicious: int = 1
+    krum_select: int = 0
     min_sites: int = 2
     round_timeout: float = 600.0
     connect_timeout: float = 300.0
@@ -257,6 +260,7 @@ class FederatedSettings:
             ("local_epochs", 1),
             ("batch_size", 1),
             ("krum_malicious", 0),
+            ("krum_select", 0),
             ("min_sites", 1),
             ("n_bins", 4096),
             ("n_bootstrap", 1),

@@ -33,7 +33,7 @@ from medaudit.federated._rounds import FederatedRun, FederatedRunError, RoundRec
 from medaudit.federated._server import Arm, make_server_app
 from medaudit.federated._settings import FederatedSettings
 from medaudit.federated._sites import FaultPlan, SiteData, prepare_site
-from medaudit.federated._strategies import get_strategy
+from medaudit.federated._strategies import build_strategy, get_strategy
 
 __all__ = [
     "FL_INSTALL_HINT",
@@ -293,7 +293,9 @@ def simulate_sites(
     for name in {*settings.strategies, *(a.strategy for a in arms)}:
         get_strategy(name)  # an unknown name fails here, not after Ray has started
     if not audit_only:
-        check_sites(sites, settings)
+        n_sites = len(sites) - len(check_sites(sites, settings))
+        for name in {*settings.strategies, *(a.strategy for a in arms)}:
+            build_strategy(name, settings, n_sites)  # e.g. a trim of no site, before Ray
     from flwr.simulation import run_simulation
 
     with _flower_environment(verbose):

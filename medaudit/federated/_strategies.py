@@ -7,6 +7,7 @@ Flower's fixed-clipping DP wrapper (composition, not another subclass).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ __all__ = [
     "build_strategy",
     "get_strategy",
     "list_strategies",
+    "multikrum_selected",
     "register_strategy",
 ]
 
@@ -29,6 +31,19 @@ STRATEGY_WEIGHT_KEY = "num-examples"
 
 MSG_UNKNOWN_STRATEGY = "Unknown strategy {name!r}; available: {known}."
 MSG_DUPLICATE = "A strategy named {name!r} is already registered; pass force=True to replace it."
+MSG_TRIMS_NOTHING = (
+    "FedTrimmedAvg with --trimmed-beta {beta:g} trims no site of {n} (it drops "
+    "floor(beta x sites) = 0 at each end, which is plain unweighted averaging): use "
+    "--trimmed-beta {need:.3g} or more to drop one site at each end."
+)
+MSG_CANNOT_TRIM = (
+    "FedTrimmedAvg cannot trim with {n} sites (dropping one at each end leaves none); "
+    "use fedmedian, or --trimmed-beta 0 for plain unweighted averaging."
+)
+MSG_KRUM_TOO_FEW = (
+    "{name} with --krum-malicious {f} needs more than {f} sites; {n} take part. "
+    "Lower --krum-malicious or add sites."
+)
 
 StrategyFactory = Callable[[FederatedSettings, int], Any]
 
@@ -118,16 +133,67 @@ def _fedmedian(settings: FederatedSettings, n_sites: int) -> Any:
     return FedMedian(**_common(settings, n_sites))
 
 
+def _check_krum(name: str, settings: FederatedSettings, n_sites: int) -> None:
+    if n_sites <= settings.krum_malicious:
+        raise InvalidInputError(
+            MSG_KRUM_TOO_FEW.format(name=name, f=settings.krum_malicious, n=n_sites)
+        )
+
+
 def _krum(settings: FederatedSettings, n_sites: int) -> Any:
     from flwr.serverapp.strategy import Krum
 
+    _check_krum("Krum", settings, n_sites)
     return Krum(**_common(settings, n_sites), num_malicious_nodes=settings.krum_malicious)
+
+
+def multikrum_selected(settings: FederatedSettings, n_sites: int) -> int:
+    """Updates Multi-Krum averages: ``krum_select``, or ``n_sites - krum_malicious`` when 0.
+
+    The default keeps every update but the ``f`` that Krum's score ranks as most
+    isolated, so that with no attacker Multi-Krum is close to FedAvg, and with ``f``
+    attackers it averages the honest sites.
+
+    References
+    ----------
+    .. [1] Blanchard P, El Mhamdi EM, Guerraoui R, Stainer J. Machine learning with
+           adversaries: Byzantine tolerant gradient descent. NeurIPS 2017 (Multi-Krum).
+
+    Examples
+    --------
+    >>> from medaudit.federated import FederatedSettings
+    >>> multikrum_selected(FederatedSettings(krum_malicious=1), 4)
+    3
+    >>> multikrum_selected(FederatedSettings(krum_select=2), 4)
+    2
+    """
+    k = settings.krum_select or n_sites - settings.krum_malicious
+    return max(1, min(k, n_sites))
+
+
+def _multikrum(settings: FederatedSettings, n_sites: int) -> Any:
+    from flwr.serverapp.strategy import MultiKrum
+
+    _check_krum("Multi-Krum", settings, n_sites)
+    return MultiKrum(
+        **_common(settings, n_sites),
+        num_malicious_nodes=settings.krum_malicious,
+        num_nodes_to_select=multikrum_selected(settings, n_sites),
+    )
 
 
 def _trimmed(settings: FederatedSettings, n_sites: int) -> Any:
     from flwr.serverapp.strategy import FedTrimmedAvg
 
-    return FedTrimmedAvg(**_common(settings, n_sites), beta=settings.trimmed_beta)
+    beta = settings.trimmed_beta
+    if beta > 0 and int(beta * n_sites) == 0:
+        # Flower would silently average everything (its default beta 0.2 does so below
+        # five sites): the user asked for trimming, so say it would not happen.
+        need = math.ceil(1000 / n_sites) / 1000  # the smallest 3-decimal beta that trims one
+        if need >= 0.5:
+            raise InvalidInputError(MSG_CANNOT_TRIM.format(n=n_sites))
+        raise InvalidInputError(MSG_TRIMS_NOTHING.format(beta=beta, n=n_sites, need=need))
+    return FedTrimmedAvg(**_common(settings, n_sites), beta=beta)
 
 
 for _spec in (
@@ -136,9 +202,15 @@ for _spec in (
         "fedprox", _fedprox, False, "FedProx: FedAvg with a proximal term at the sites (mu)."
     ),
     StrategySpec("fedmedian", _fedmedian, True, "FedMedian: coordinate-wise median."),
-    StrategySpec("krum", _krum, True, "Krum: the site update closest to its neighbours."),
+    StrategySpec("krum", _krum, True, "Krum: the one site update closest to its neighbours."),
     StrategySpec(
         "fedtrimmedavg", _trimmed, True, "FedTrimmedAvg: coordinate-wise trimmed mean (beta)."
+    ),
+    StrategySpec(
+        "multikrum",
+        _multikrum,
+        True,
+        "Multi-Krum: FedAvg of the updates Krum ranks best (all but --krum-malicious).",
     ),
 ):
     register_strategy(_spec)

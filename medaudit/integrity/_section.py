@@ -40,6 +40,8 @@ from medaudit._errors import InvalidInputError, param_error
 from medaudit.data._cohort import Cohort
 from medaudit.data._readers import (
     REASON_INVALID_LABEL,
+    REASON_NO_LABEL,
+    REASON_UNCERTAIN,
     REASON_UNREADABLE,
     _large_files,
     _map_in_threads,
@@ -124,13 +126,18 @@ def integrity_section(
 
     dropped = _dropped_frame(cohort)
     digests, late_unreadable = _pixel_digests(cohort)
-    file_drops = dropped[dropped["reason"] != REASON_INVALID_LABEL]
+    # Rows left out by the label mapping (issue 17) are no file problem: a note says so.
+    by_labels = dropped["reason"].isin([REASON_NO_LABEL, REASON_UNCERTAIN])
+    file_drops = dropped[(dropped["reason"] != REASON_INVALID_LABEL) & ~by_labels]
     label_drops = dropped[dropped["reason"] == REASON_INVALID_LABEL]
 
     checks: list[Check] = []
     tables: dict[str, pd.DataFrame] = {}
     problems: list[str] = []
-    notes: list[str] = []
+    notes: list[str] = [
+        f"{n} manifest row(s) left out: {reason}."
+        for reason, n in dropped.loc[by_labels, "reason"].value_counts(sort=False).items()
+    ]
 
     # 1. missing / unreadable files
     n_listed = len(cohort) + len(file_drops)

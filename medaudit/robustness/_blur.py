@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from medaudit.robustness._filters import (
+    fft_length,
     filter2d,
-    filter2d_per_image,
     gaussian_kernel1d,
     separable_filter,
 )
@@ -106,7 +106,9 @@ def motion_blur_at(x: Any, kernel: np.ndarray, angle_rad: Any) -> Any:
 
     Tap ``i`` shifts the image by ``(-ceil(i sin a - 1/2), -ceil(i cos a - 1/2))`` pixels
     with the edges repeated; a tap whose shift leaves the image ends the kernel there (as
-    in the peer). All taps of an image form one sparse 2-D kernel, applied by FFT.
+    in the peer). All taps of an image form one sparse 2-D kernel, applied by FFT; its
+    spectrum is a sum of one complex exponential per tap, built as one batched matrix
+    product (no kernel image is transformed).
     """
     import torch
 
@@ -117,14 +119,69 @@ def motion_blur_at(x: Any, kernel: np.ndarray, angle_rad: Any) -> Any:
     dx = -torch.ceil(taps * torch.cos(a) - 0.5).long()
     inside = (dy.abs() < h) & (dx.abs() < w)
     alive = torch.cumprod(inside.long(), dim=1).bool()  # the peer stops at the first exit
-    reach = int(torch.where(alive, torch.maximum(dy.abs(), dx.abs()), 0).max())
-    size = 2 * reach + 1
     weights = torch.as_tensor(kernel, dtype=torch.float64)[None, :] * alive
-    kernels = torch.zeros((b, size, size), dtype=torch.float64)
-    rows = torch.arange(b)[:, None].expand_as(dy)
-    kernels.index_put_((rows, reach - dy.clamp(-reach, reach), reach - dx.clamp(-reach, reach)),
-                       weights, accumulate=True)  # fmt: skip
-    return filter2d_per_image(x, kernels.to(x.device), "nearest")
+    return shifted_sum(x, torch.where(alive, dy, 0), torch.where(alive, dx, 0), weights)
+
+
+def _phase_rows(r: int, n: int, m: int, dtype: Any) -> tuple[Any, Any]:
+    """Cosines and sines of ``2 pi d f / n``: shifts ``d = -r..r`` (rows), ``f = 0..m-1``."""
+    import torch
+
+    d = torch.arange(-r, r + 1)[:, None]
+    f = torch.arange(m)[None, :]
+    t = (d * f).remainder(n).to(torch.float64) * (2 * math.pi / n)  # whole numbers mod n
+    return torch.cos(t).to(dtype), torch.sin(t).to(dtype)
+
+
+def _tap_spectra(dy: Any, dx: Any, weights: Any, lh: int, lw: int, dtype: Any) -> Any:
+    """``sum_t w_t exp(-2 pi i (f dy_t / lh + g dx_t / lw))`` per image: (b, lh, lw//2 + 1).
+
+    Each tap's spectrum is the outer product of a column phase (its row shift) and a
+    row phase (its column shift), so all taps together are one batched real matrix
+    product of their cosines and sines, looked up per shift.
+    """
+    import torch
+
+    b, taps = dy.shape
+    nx = lw // 2 + 1
+    ry, rx = int(dy.abs().max()), int(dx.abs().max())
+    cos_y, sin_y = _phase_rows(ry, lh, lh, dtype)
+    cos_x, sin_x = _phase_rows(rx, lw, nx, dtype)
+    iy, ix = (dy + ry).view(-1), (dx + rx).view(-1)
+    w = weights.to(dtype).reshape(-1, 1)
+    cy = (cos_y.index_select(0, iy) * w).view(b, taps, lh)
+    sy = (sin_y.index_select(0, iy) * w).view(b, taps, lh)
+    cx = cos_x.index_select(0, ix).view(b, taps, nx)
+    sx = sin_x.index_select(0, ix).view(b, taps, nx)
+    left = torch.cat([cy, sy], dim=1).transpose(1, 2)  # (b, lh, 2 taps)
+    # columns interleaved (real, imaginary) per frequency, so the product is complex as is
+    sx = sx.neg_()
+    right = torch.stack([torch.cat([cx, sx], dim=1), torch.cat([sx, cx.neg_()], dim=1)], dim=-1)
+    out = left @ right.view(b, 2 * taps, 2 * nx)
+    return torch.view_as_complex(out.view(b, lh, nx, 2))
+
+
+def shifted_sum(x: Any, dy: Any, dx: Any, weights: Any) -> Any:
+    """``y_b = sum_t weights[b, t] * x_b[i - dy[b, t], j - dx[b, t]]``, edges repeated.
+
+    By FFT on the edge-padded image: padded on each side by the farthest shift that
+    reads from there (a motion blur at angles within 45 degrees of the horizontal reads
+    only to its right), to fast FFT lengths; past what is needed, padding only adds
+    outputs that are cut off (no kept output wraps around). The taps' spectra come from
+    :func:`_tap_spectra`, not from transforming a kernel image.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    b, c, h, w = x.shape
+    live = weights != 0
+    top, bottom = (max(int(torch.where(live, s * dy, 0).max()), 0) for s in (1, -1))
+    left, right = (max(int(torch.where(live, s * dx, 0).max()), 0) for s in (1, -1))
+    lh, lw = fft_length(h + top + bottom), fft_length(w + left + right)
+    zp = F.pad(x, (left, lw - w - left, top, lh - h - top), mode="replicate")
+    spec = _tap_spectra(dy, dx, weights, lh, lw, x.dtype).to(device=x.device)
+    y = torch.fft.irfft2(torch.fft.rfft2(zp).mul_(spec[:, None]), s=(lh, lw))
+    return y[..., top : top + h, left : left + w]
 
 
 def zoom_blur(x: Any, factors: tuple[float, ...], rng: ImageRandom) -> Any:

@@ -133,18 +133,34 @@ class ImageRandom:
         """Uniform draws on ``[low, high)``, shape ``(n_images, *shape)``."""
         return self._fill(tuple(shape), "uniform_", float(low), float(high))
 
-    def poisson(self, rates: Any) -> Any:
-        """Poisson draws with the given rates, a tensor of shape ``(n_images, ...)``."""
+    def poisson(self, rates: Any, *, unit: float = 0.125) -> Any:
+        """Poisson draws with the given rates, a tensor of shape ``(n_images, ...)``.
+
+        Exact inversion of each image's uniforms on a grid of rates of step ``unit``
+        (see :func:`~medaudit.robustness._poisson.poisson_from_uniforms`): one uniform
+        per element, a second only where a rate lies off the grid, and torch's sampler
+        with the image's generator for rates beyond the table.
+        """
         import torch
+
+        from medaudit.robustness._poisson import poisson_from_uniforms
 
         if rates.shape[0] != len(self):
             raise param_error("rates", "ImageRandom.poisson", f"{len(self)} rows", rates.shape[0])
-        return torch.stack(
-            [
-                torch.poisson(r, generator=g)
-                for r, g in zip(rates.float(), self.generators, strict=True)
-            ]
-        ).to(rates.dtype)
+        shape = tuple(rates.shape[1:])
+
+        def large(excess: Any) -> Any:
+            return torch.stack(
+                [
+                    torch.poisson(r, generator=g)
+                    for r, g in zip(excess, self.generators, strict=True)
+                ]
+            )
+
+        counts = poisson_from_uniforms(
+            rates, self.uniform(*shape), lambda: self.uniform(*shape), unit=unit, large=large
+        )
+        return counts.to(rates.dtype)
 
     def integers(self, low: int, high: int, *shape: int) -> Any:
         """Integers in ``[low, high)``, shape ``(n_images, *shape)``, dtype int64."""

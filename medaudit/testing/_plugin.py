@@ -7,6 +7,9 @@ Fixtures, configured in the project's ``pyproject.toml``::
     # or: model = "model.safetensors" and data = "manifest.csv" (inference runs once)
     policy = "policy.toml"        # optional
     sensitive = ["sex", "age_group"]
+    label_column = "y_true"       # optional column mapping, as the CLI flags:
+    score_column = "prob"         # score_columns, patient_column, path_column,
+    positive_label = "yes"        # uncertain_label, uncertain_policy
 
 - ``medaudit_config``: the ``[tool.medaudit]`` table (paths resolved against the
   folder of ``pyproject.toml``);
@@ -85,20 +88,23 @@ def medaudit_config(pytestconfig: Any) -> dict[str, Any]:
 def medaudit_predictions(pytestconfig: Any, medaudit_config: dict[str, Any]) -> Any:
     """Predictions named in ``[tool.medaudit]`` (a file, or a model run over data)."""
     from medaudit._errors import MedauditError
+    from medaudit.data import ColumnMap
 
     path = pytestconfig.getoption("medaudit_predictions") or medaudit_config.get("predictions")
     try:
         if path:
             from medaudit.fairness._io import read_predictions
 
-            return read_predictions(path)
+            return read_predictions(path, columns=ColumnMap.from_config(medaudit_config))
         if medaudit_config.get("model") and medaudit_config.get("data"):
             from medaudit.data import load_cohort
             from medaudit.inference import predict
             from medaudit.models import load_checkpoint
 
             loaded = load_checkpoint(medaudit_config["model"], arch=medaudit_config.get("arch"))
-            cohort = load_cohort(medaudit_config["data"])
+            cohort = load_cohort(
+                medaudit_config["data"], columns=ColumnMap.from_config(medaudit_config)
+            )
             return predict(
                 loaded.model,
                 cohort,
