@@ -11,14 +11,17 @@ full demo (``full_demo_run``); the others run the three audits the findings are 
 
 from __future__ import annotations
 
-import sys
+import importlib.util
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "demo_seeds"))
-
-import run as sweep  # noqa: E402
+# Loaded under its own name: other tests import experiments' scripts called run.py too.
+_PATH = Path(__file__).resolve().parents[1] / "experiments" / "demo_seeds" / "run.py"
+_SPEC = importlib.util.spec_from_file_location("demo_seeds_run", _PATH)
+assert _SPEC is not None and _SPEC.loader is not None
+sweep = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(sweep)
 
 pytestmark = pytest.mark.slow
 
