@@ -745,7 +745,7 @@ def _generate(**kwargs: Any) -> tuple[pd.DataFrame, np.ndarray]:
         n_sites=p["n_sites"], seed=p["seed"], female_fraction=p["female_fraction"]
     )
     if p["heldout_site"] is not None and p["heldout_shift"] > 0:
-        profiles = _shift_heldout(profiles, p["heldout_site"], p["heldout_shift"])
+        profiles = _shift_heldout(profiles, p["heldout_site"])
     metas, images = [], []
     for i, prof in enumerate(profiles):
         heldout = prof.name == p["heldout_site"]
@@ -783,12 +783,10 @@ def _generate(**kwargs: Any) -> tuple[pd.DataFrame, np.ndarray]:
     return pd.concat(metas, ignore_index=True), np.concatenate(images)
 
 
-def _shift_heldout(
-    profiles: tuple[SiteProfile, ...], name: str, shift: float
-) -> tuple[SiteProfile, ...]:
+def _shift_heldout(profiles: tuple[SiteProfile, ...], name: str) -> tuple[SiteProfile, ...]:
     """The held-out site as a screening site: training sites' average scanner and sex mix."""
     train = [p for p in profiles if p.name != name]
-    new = {
+    new: dict[str, Any] = {
         k: round(float(np.mean([getattr(p, k) for p in train])), 4)
         for k in ("acq_noise", "acq_blur", "acq_gamma", "acq_offset", "female_fraction")
     }
