@@ -41,6 +41,8 @@ def main() -> None:
         shortcut_strength=s.shortcut_strength,
         hard_subgroup=s.hard_subgroup,
         hard_contrast_factor=s.hard_contrast_factor,
+        heldout_shift=s.heldout_shift,
+        hard_occult_fraction=s.hard_occult_fraction,
         seed=0,
     )
     train, val = cohort.split("train"), cohort.split("val")

@@ -33,24 +33,33 @@ class DemoSettings:
     count makes the demo's numbers the same on every machine. (On 2 cores one thread is
     also about as fast for a model this small.)
 
-    The defaults make a report in well under a minute on 2 CPU cores. The shortcut is
-    moderate on purpose: strong enough to be worth auditing, weak enough that the model
-    still learns the lesions (a marker tied more strongly to the label is learned first and
-    the lesions never are), so the fainter lesions of the hard subgroup show as a gap.
+    The defaults plant three findings that every seed and thread count shows (issue 7,
+    measured in ``experiments/demo_seeds``): the site token agrees with the label in
+    92.5% of the training images (``shortcut_strength`` 0.85), and the model leans on it where
+    lesions are hard to see; in the hard subgroup lesions are fainter and a share of them
+    hidden (``hard_occult_fraction``), a gap no amount of training removes; and the
+    held-out site is a screening population in which a share of the diseased show no
+    lesion yet (``heldout_shift``), on the training sites' average scanner, so its drop
+    comes from its patients rather than from a score scale that a new scanner's
+    intensities can move either way from seed to seed. ``audits`` (default:
+    every audit) restricts the audits run, for sweeps.
     """
 
     n_sites: int = 4
     patients_per_site: int = 260
     image_size: int = 64
-    shortcut_strength: float = 0.5
+    shortcut_strength: float = 0.85
     hard_subgroup: str | None = "female"
     hard_contrast_factor: float = 0.35
+    hard_occult_fraction: float = 0.6
+    heldout_shift: float = 0.4
     epochs: int = 8
     batch_size: int = 32
     patience: int = 3
     arch: str = "small_cnn"
     n_bootstrap: int = 1000
     torch_threads: int = 1
+    audits: tuple[str, ...] | None = None
 
     @classmethod
     def quick(cls) -> DemoSettings:
@@ -117,6 +126,8 @@ def run_demo(
             shortcut_strength=settings.shortcut_strength,
             hard_subgroup=settings.hard_subgroup,
             hard_contrast_factor=settings.hard_contrast_factor,
+            hard_occult_fraction=settings.hard_occult_fraction,
+            heldout_shift=settings.heldout_shift,
             seed=seed,
         )
         advance(1)
@@ -182,7 +193,10 @@ def run_demo(
             "limitations": (
                 f"A site marker is tied to the label in the training sites (shortcut "
                 f"strength {settings.shortcut_strength}); lesions are fainter in the "
-                f"{settings.hard_subgroup} subgroup. Both are planted on purpose."
+                f"{settings.hard_subgroup} subgroup ({settings.hard_occult_fraction:.0%} "
+                f"hidden), and {settings.heldout_shift:.0%} of the diseased at the held-out "
+                "site (a screening population) show no lesion yet. All three are planted on "
+                "purpose."
             ),
         },
         "demo_settings": settings.__dict__,
@@ -194,6 +208,7 @@ def run_demo(
     report = run_audits(
         preds,
         audited,
+        audits=settings.audits,
         sensitive=["sex", "age_group", "insurance"],
         policy=policy,
         train=train,

@@ -107,7 +107,8 @@ def test_demo_noise_and_the_heldout_site_degrade_the_model(full_demo_run):
     cohort = generate_hospitals(
         n_sites=d.n_sites, patients_per_site=d.patients_per_site, image_size=d.image_size,
         shortcut_strength=d.shortcut_strength, hard_subgroup=d.hard_subgroup,
-        hard_contrast_factor=d.hard_contrast_factor, seed=0,
+        hard_contrast_factor=d.hard_contrast_factor, heldout_shift=d.heldout_shift,
+        hard_occult_fraction=d.hard_occult_fraction, seed=0,
     )  # fmt: skip
     audited = cohort.subset(cohort.meta["split"].isin(["test", "external"]).to_numpy())
     lm = load_checkpoint(full_demo_run.checkpoint)

@@ -370,3 +370,14 @@ def test_gap_intervals_are_cut_to_where_the_quantity_lies():
     assert low_free.ci[0] < 0.25 and low_free.ci[1] > 0.9
     low = extreme_interval(pts, reps, which="min", bounds=(0.25, 0.9))
     assert low.ci == (0.25, 0.9) and low.value == low_free.value
+
+
+def test_logit_interval_stays_sensible_when_many_resamples_are_perfect():
+    # Site AUROC 0.984 on 33 positives: 40% of patient resamples ranked perfectly, and
+    # their unclipped reflection put the lower limit at 0.004.
+    reps = np.r_[np.ones(400), np.linspace(0.95, 0.999, 600)]
+    lo, hi = bootstrap_interval(0.984, reps, kind="logit")
+    assert 0.9 < lo < 0.984 < hi <= 1.0
+    lg = lambda v: np.log(v / (1 - v))  # noqa: E731
+    # log-odds at most ln 4 (and the point's own ln(1/p)) beyond the point
+    assert lg(0.984) - lg(lo) <= np.log(4 / 0.984) + 1e-9

@@ -237,6 +237,35 @@ def test_female_fraction_sets_the_range_of_the_sites_mix():
         assert a.prevalence == b.prevalence and a.acq_noise == b.acq_noise
 
 
+def test_heldout_shift_makes_a_screening_site_on_an_average_scanner():
+    kw = {"n_sites": 4, "patients_per_site": 60, "image_size": 32, "seed": 2, "hard_subgroup": None}
+    base = generate_hospitals(**kw).meta
+    shifted = generate_hospitals(**kw, heldout_shift=0.4).meta
+    ext = shifted["split"] == "external"
+    train_sites = shifted[~ext].groupby("site").first()
+    for col in ("acq_noise", "acq_gamma", "acq_offset"):  # the training sites' mean
+        assert shifted.loc[ext, col].iat[0] == pytest.approx(train_sites[col].mean(), abs=1e-4)
+    profiles = site_profiles(n_sites=4, seed=2)
+    mix = np.mean([p.female_fraction for p in profiles[:3]])
+    female = shifted[ext].groupby("patient_id")["sex"].first().eq("female").mean()
+    assert abs(female - mix) < 0.15  # 60 patients drawn with the training sites' mix
+    # About 40% of the held-out site's diseased studies show no lesion; the training
+    # sites are unchanged.
+    pos = shifted[ext & (shifted["label"] == 1)].groupby("study_id")["lesion_contrast"].first()
+    assert 0.25 < (pos == 0).mean() < 0.55
+    assert shifted[~ext].equals(base[~ext])
+
+
+def test_hard_occult_fraction_hides_only_the_hard_subgroups_lesions():
+    kw = {"n_sites": 3, "patients_per_site": 150, "image_size": 32, "seed": 5}
+    m = generate_hospitals(**kw, hard_occult_fraction=0.5).meta
+    base = generate_hospitals(**kw).meta
+    pos = m[m["label"] == 1].groupby("study_id").first()
+    hidden = (pos["lesion_contrast"] == 0).groupby(pos["sex"]).mean()
+    assert 0.35 < hidden["female"] < 0.65 and hidden["male"] == 0
+    assert (base.drop(columns="lesion_contrast")).equals(m.drop(columns="lesion_contrast"))
+
+
 def test_sites_differ_in_prevalence_and_demographics(null_cohort):
     p = _patients(null_cohort.meta)
     for col in ("diseased", "sex"):
@@ -413,6 +442,9 @@ def test_write_synthetic_failure_leaves_nothing_half_written(tmp_path, monkeypat
         {"lesion_amplitude": 0.1},
         {"female_fraction": (0.6, 0.4)},
         {"female_fraction": (0.2, 1.2)},
+        {"heldout_shift": 1.5},
+        {"heldout_shift": -0.1},
+        {"hard_occult_fraction": 2},
     ],
 )
 def test_invalid_parameters(kwargs):

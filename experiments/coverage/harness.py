@@ -98,6 +98,13 @@ MIXED_B = Scenario(
     sd_u=3.0,
     sd_v=0.0,
 )
+NEAR_ONE = Scenario(
+    "AUROC 0.985, 2 images/patient, 60 and 120 patients (about 30 and 60 positive images)",
+    (Group(60, -1.0, 1.535), Group(120, -1.0, 1.535)),
+    images_per_patient=2,
+    sd_u=1.0,
+    sd_v=0.5,
+)
 CALIBRATED = Scenario(
     "calibrated model, 1,000 and 100 images, independent",
     (Group(1000, -0.8), Group(100, -0.8)),

@@ -24,19 +24,29 @@ from pathlib import Path
 import pandas as pd
 
 from medaudit.demo import DemoSettings, run_demo
-from medaudit.report import atomic_write_text
+from medaudit.report import Report, atomic_write_text
 
 HERE = Path(__file__).resolve().parent
-CHECKS = {"sex_gap": "fairness.sex.auroc_gap", "site_gap": "performance.site_auroc_gap"}
+CHECKS = {
+    "sex_gap": "fairness.sex.auroc_gap",
+    "site_gap": "performance.site_auroc_gap",
+    "marker_used": "shortcuts.marker.used",
+}
+# The audits the planted findings are read from (the sweep skips the others' cost).
+AUDITS = ("performance", "fairness", "shortcuts")
 
 
-def one_run(seed: int, threads: int) -> dict[str, object]:
+def one_run(seed: int, threads: int, audits: tuple[str, ...] | None = AUDITS) -> dict[str, object]:
     """Run the demo pipeline once and return the numbers the demo's findings rest on."""
-    settings = dataclasses.replace(DemoSettings(), torch_threads=threads)
+    settings = dataclasses.replace(DemoSettings(), torch_threads=threads, audits=audits)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         res = run_demo(tmp, seed=seed, settings=settings, progress=False)
-    rep = res.report
+    return row_of(res.report, seed, threads, time.perf_counter() - t0)
+
+
+def row_of(rep: Report, seed: int, threads: int, seconds: float) -> dict[str, object]:
+    """The performance AUROC and the planted findings' checks of one demo report."""
     perf = rep.section("performance").tables["overall"]
     row: dict[str, object] = {
         "seed": seed,
@@ -49,8 +59,20 @@ def one_run(seed: int, threads: int) -> dict[str, object]:
         row[name] = float(c.value) if c is not None and c.value is not None else float("nan")
         row[f"{name}_status"] = c.status if c is not None else "absent"
     row["failed"] = ", ".join(c.id for c in rep.checks if c.status == "fail")
-    row["seconds"] = round(time.perf_counter() - t0, 1)
+    row["seconds"] = round(seconds, 1)
     return row
+
+
+def summarise(rows: list[dict[str, object]] | pd.DataFrame) -> dict[str, object]:
+    """In how many runs each planted finding failed its check, and the AUROC spread."""
+    df = pd.DataFrame(rows)
+    out: dict[str, object] = {
+        "runs": len(df),
+        "auroc_spread": float(df["auroc"].max() - df["auroc"].min()),
+    }
+    for name in CHECKS:
+        out[f"{name}_failed"] = int((df[f"{name}_status"] == "fail").sum())
+    return out
 
 
 def sweep(seeds: list[int], threads: list[int]) -> pd.DataFrame:
@@ -65,7 +87,7 @@ def sweep(seeds: list[int], threads: list[int]) -> pd.DataFrame:
 
 def markdown(df: pd.DataFrame) -> str:
     cols = ["seed", "threads", "auroc", "sex_gap", "sex_gap_status", "site_gap"]
-    cols += ["site_gap_status", "seconds"]
+    cols += ["site_gap_status", "marker_used", "marker_used_status", "seconds"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in df.itertuples(index=False):
         d = r._asdict()
@@ -83,7 +105,8 @@ def markdown(df: pd.DataFrame) -> str:
         + f"\n\nPerformance AUROC range {df['auroc'].min():.3f}-{df['auroc'].max():.3f} "
         f"(spread {spread:.3f}); sex AUROC gap failed in "
         f"{int((df['sex_gap_status'] == 'fail').sum())} of {len(df)} runs, held-out-site "
-        f"gap failed in {int((df['site_gap_status'] == 'fail').sum())} of {len(df)}.\n"
+        f"gap in {int((df['site_gap_status'] == 'fail').sum())} of {len(df)}, site marker "
+        f"used in {int((df['marker_used_status'] == 'fail').sum())} of {len(df)}.\n"
     )
 
 

@@ -36,6 +36,7 @@ Python loop.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -253,6 +254,8 @@ def _site_table(
     hard_factor: float,
     lesion_amplitude: tuple[float, float],
     seed: int,
+    occult: float = 0.0,
+    hard_occult: float = 0.0,
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Metadata of one site (one row per image) and the hidden rendering parameters."""
     rng = _rng(seed, 1, site_index)
@@ -296,6 +299,9 @@ def _site_table(
         rng.uniform(0.8, 1.2, n_st) * np.where(hard[s_patient], hard_factor, 1.0),
         0.0,
     )
+    if occult > 0 or hard_occult > 0:  # own stream: the defaults draw exactly as before
+        p_occult = 1 - (1 - occult) * (1 - np.where(hard[s_patient], hard_occult, 0.0))
+        s_contrast[_rng(seed, 4, site_index).random(n_st) < p_occult] = 0.0
     # Lesions in lung coordinates: side (0 = image left), u across, v down; the largest
     # first. On the heart side (image right) lesions stay lateral, clear of the heart.
     side = rng.integers(0, 2, (n_st, MAX_LESIONS))
@@ -577,6 +583,8 @@ def _validate(
     seed: Any,
     lesion_amplitude: Any = LESION_AMPLITUDE,
     female_fraction: Any = (0.30, 0.70),
+    heldout_shift: Any = 0.0,
+    hard_occult_fraction: Any = 0.0,
 ) -> dict[str, Any]:
     n = _check_int(n_sites, "n_sites", 1, MAX_SITES)
     out: dict[str, Any] = {
@@ -589,6 +597,8 @@ def _validate(
         "seed": _check_int(seed, "seed", 0, 2**63 - 1),
         "female_fraction": _check_range(female_fraction, "female_fraction"),
         "lesion_amplitude": _check_amplitude(lesion_amplitude),
+        "heldout_shift": _check_unit(heldout_shift, "heldout_shift"),
+        "hard_occult_fraction": _check_unit(hard_occult_fraction, "hard_occult_fraction"),
     }
     if len(out["split_fractions"]) != 3:
         raise param_error(
@@ -632,6 +642,8 @@ def generate_hospitals(
     seed: int = 0,
     lesion_amplitude: Sequence[float] = LESION_AMPLITUDE,
     female_fraction: Sequence[float] = (0.30, 0.70),
+    heldout_shift: float = 0.0,
+    hard_occult_fraction: float = 0.0,
 ) -> Cohort:
     """Generate chest-radiograph-like images from several hospitals, with ground truth.
 
@@ -667,6 +679,18 @@ def generate_hospitals(
     female_fraction : (float, float), default (0.30, 0.70)
         Range over which the sites' share of female patients is spread
         (:func:`site_profiles`).
+    heldout_shift : float in [0, 1], default 0
+        Spectrum shift of the held-out site: 0 draws it like the others; ``s > 0`` makes
+        it a screening population in which a share ``s`` of the diseased studies show no
+        visible lesion yet (occult disease: labelled positive, contrast 0), seen on the
+        training sites' average scanner (mean noise, blur, gamma and offset) with their
+        average share of women. Its AUROC then drops because of its patients, by about
+        the same amount for every seed and model, not because a new scanner's
+        intensities move the scores up or down. The demo uses 0.4.
+    hard_occult_fraction : float in [0, 1], default 0
+        Share of the hard subgroup's diseased studies whose lesion is hidden (contrast
+        0, e.g. behind breast tissue), on top of ``hard_contrast_factor``: a gap that
+        no model can train away. The demo uses 0.6.
 
     Returns
     -------
@@ -707,6 +731,8 @@ def generate_hospitals(
         seed=seed,
         lesion_amplitude=lesion_amplitude,
         female_fraction=female_fraction,
+        heldout_shift=heldout_shift,
+        hard_occult_fraction=hard_occult_fraction,
     )
     return Cohort(meta, images=images, name="synthetic-hospitals")
 
@@ -718,6 +744,8 @@ def _generate(**kwargs: Any) -> tuple[pd.DataFrame, np.ndarray]:
     profiles = site_profiles(
         n_sites=p["n_sites"], seed=p["seed"], female_fraction=p["female_fraction"]
     )
+    if p["heldout_site"] is not None and p["heldout_shift"] > 0:
+        profiles = _shift_heldout(profiles, p["heldout_site"])
     metas, images = [], []
     for i, prof in enumerate(profiles):
         heldout = prof.name == p["heldout_site"]
@@ -732,6 +760,8 @@ def _generate(**kwargs: Any) -> tuple[pd.DataFrame, np.ndarray]:
             hard_factor=p["hard_contrast_factor"],
             lesion_amplitude=p["lesion_amplitude"],
             seed=p["seed"],
+            occult=p["heldout_shift"] if heldout else 0.0,
+            hard_occult=p["hard_occult_fraction"],
         )
         if heldout:
             meta["split"] = "external"
@@ -751,6 +781,16 @@ def _generate(**kwargs: Any) -> tuple[pd.DataFrame, np.ndarray]:
         metas.append(meta)
         images.append(site_images)
     return pd.concat(metas, ignore_index=True), np.concatenate(images)
+
+
+def _shift_heldout(profiles: tuple[SiteProfile, ...], name: str) -> tuple[SiteProfile, ...]:
+    """The held-out site as a screening site: training sites' average scanner and sex mix."""
+    train = [p for p in profiles if p.name != name]
+    new: dict[str, Any] = {
+        k: round(float(np.mean([getattr(p, k) for p in train])), 4)
+        for k in ("acq_noise", "acq_blur", "acq_gamma", "acq_offset", "female_fraction")
+    }
+    return tuple(dataclasses.replace(p, **new) if p.name == name else p for p in profiles)
 
 
 def write_synthetic(out_dir: str | os.PathLike[str], **kwargs: Any) -> Path:
