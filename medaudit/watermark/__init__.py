@@ -1,5 +1,6 @@
 """Ownership watermarks (embed, verify, removal attacks) and data protection."""
 
+from medaudit._stats._image import psnr, ssim
 from medaudit.watermark._attacks import (
     AttackData,
     RemovalAttack,
@@ -37,7 +38,6 @@ from medaudit.watermark._protect import (
     protection_evidence,
     write_protected,
 )
-from medaudit.watermark._quality import psnr, ssim
 from medaudit.watermark._query import ModelScorer, as_scorer
 from medaudit.watermark._section import (
     CHECKS,

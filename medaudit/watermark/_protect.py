@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from medaudit._errors import InvalidInputError, param_error
-from medaudit.watermark._quality import psnr, ssim
+from medaudit._stats._image import psnr, ssim
 
 if TYPE_CHECKING:
     import torch
