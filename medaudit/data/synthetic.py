@@ -39,8 +39,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +47,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medaudit._errors import InvalidInputError, param_error
+from medaudit._errors import param_error
 from medaudit.data._cohort import Cohort
+from medaudit.data._folder import write_image_folder
 from medaudit.data._splits import _check_fractions, patient_split
 
 __all__ = [
@@ -823,8 +822,6 @@ def write_synthetic(out_dir: str | os.PathLike[str], **kwargs: Any) -> Path:
     ...     pd.read_csv(m)["path"].iloc[0]
     'images/img_000000.png'
     """
-    from PIL import Image
-
     unknown = sorted(set(kwargs) - set(generate_hospitals.__kwdefaults__ or {}))
     if unknown:
         raise param_error(
@@ -833,31 +830,4 @@ def write_synthetic(out_dir: str | os.PathLike[str], **kwargs: Any) -> Path:
     if not isinstance(out_dir, (str, os.PathLike)):
         raise param_error("out_dir", "write_synthetic", "a path", out_dir)
     meta, images = _generate(**{**(generate_hospitals.__kwdefaults__ or {}), **kwargs})
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InvalidInputError(f"write_synthetic: {out} exists and is not a folder.")
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".synth-", dir=out))
-    try:
-        (tmp / "images").mkdir()
-        names = [f"images/img_{i:06d}.png" for i in range(len(meta))]
-        for name, img in zip(names, images[:, 0], strict=True):
-            Image.fromarray(img).save(tmp / name, format="PNG", optimize=False)
-        manifest = meta.copy()
-        manifest.insert(0, "path", names)
-        manifest.to_csv(tmp / "manifest.csv", index=False, lineterminator="\n")
-        # Swap in: drop the old manifest first, so that no moment exists in which a
-        # manifest points at images it was not written with.
-        (out / "manifest.csv").unlink(missing_ok=True)
-        if (out / "images").exists():
-            (out / "images").rename(tmp / "old-images")
-        (tmp / "images").rename(out / "images")
-        os.replace(tmp / "manifest.csv", out / "manifest.csv")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    shutil.rmtree(tmp, ignore_errors=True)
-    return out / "manifest.csv"
+    return write_image_folder(out_dir, images[:, 0], meta, prefix=".synth-", func="write_synthetic")

@@ -20,8 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +29,7 @@ import pandas as pd
 
 from medaudit._errors import InvalidInputError, param_error
 from medaudit._stats._image import psnr, ssim
+from medaudit.data._folder import write_image_folder
 
 if TYPE_CHECKING:
     import torch
@@ -604,40 +603,18 @@ def write_protected(
     Path
         The manifest's path.
     """
-    from PIL import Image
-
     if len(protected.images) != len(cohort):
         raise InvalidInputError(
             f"write_protected: {len(protected.images)} images for {len(cohort)} manifest rows."
         )
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InvalidInputError(f"--out {out} exists and is not a folder.")
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".protect-", dir=out))
-    try:
-        (tmp / "images").mkdir()
-        names = [f"images/img_{i:06d}.png" for i in range(len(cohort))]
-        for name, img in zip(names, protected.images, strict=True):
-            arr = img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1)
-            Image.fromarray(arr).save(tmp / name, format="PNG")
-        manifest = cohort.meta.drop(columns=["path"], errors="ignore").copy()
-        manifest.insert(0, "path", names)
-        manifest["label"] = _label_column(cohort)
-        manifest.to_csv(tmp / "manifest.csv", index=False, lineterminator="\n")
-        doc = {"schema": "medaudit.protection/1", **protected.summary(), **(report or {})}
-        (tmp / "protection.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-        (out / "manifest.csv").unlink(missing_ok=True)
-        if (out / "images").exists():
-            (out / "images").rename(tmp / "old-images")
-        (tmp / "images").rename(out / "images")
-        os.replace(tmp / "protection.json", out / "protection.json")
-        os.replace(tmp / "manifest.csv", out / "manifest.csv")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    shutil.rmtree(tmp, ignore_errors=True)
-    return out / "manifest.csv"
+    manifest = cohort.meta.drop(columns=["path"], errors="ignore").copy()
+    manifest["label"] = _label_column(cohort)
+    doc = {"schema": "medaudit.protection/1", **protected.summary(), **(report or {})}
+    return write_image_folder(
+        out_dir,
+        (img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1) for img in protected.images),
+        manifest.reset_index(drop=True),
+        extra_files={"protection.json": json.dumps(doc, indent=2) + "\n"},
+        prefix=".protect-",
+        func="write_protected",
+    )
