@@ -29,12 +29,12 @@ RESERVED_COLUMNS: tuple[str, ...] = (
     "label_uncertain",
 )
 
-# Filled by medaudit.data._readers at import; a function path -> float32 (C, H, W) in [0, 1].
+# A function path -> float32 (C, H, W) in [0, 1].
 ImageReader = Callable[[Path], np.ndarray]
 
 
 def _default_reader(path: Path) -> np.ndarray:
-    from medaudit.data._readers import read_image
+    from medaudit.data._images import read_image
 
     return read_image(path)
 

@@ -38,14 +38,8 @@ import pandas as pd
 
 from medaudit._errors import InvalidInputError, param_error
 from medaudit.data._cohort import Cohort
-from medaudit.data._readers import (
-    REASON_INVALID_LABEL,
-    REASON_NO_LABEL,
-    REASON_UNCERTAIN,
-    REASON_UNREADABLE,
-    _large_files,
-    _map_in_threads,
-)
+from medaudit.data._images import REASON_UNREADABLE, _large_files, _map_in_threads
+from medaudit.data._readers import REASON_INVALID_LABEL, REASON_NO_LABEL, REASON_UNCERTAIN
 from medaudit.report import Check, Policy, Section, Threshold
 from medaudit.stats import wilson_interval
 
