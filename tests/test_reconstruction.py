@@ -142,32 +142,42 @@ def test_bad_defence_spec_exits_2(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_inversion_breaks_batch_one_and_the_defences_hold():
+    """Batch 1 undefended: recovered and re-identified; DP eps=8 holds; batch 32 still leaks.
+
+    Measured (1 and 2 threads, training seeds 0, 1, 4; 3 clients each; 1000 attack steps
+    for batch 1): undefended mean SSIM 0.60-0.73, re-identified 1/3-3/3; DP eps=8 SSIM
+    <= 0.06, none re-identified. Batch 32 is attacked with the default 300 steps to keep
+    the test short: SSIM 0.17-0.23 (clients 0.07-0.44; 0.28 with 1000 steps in
+    reports/reconstruction, so issue 15's "< 0.2" is not met) while 7-13% of its images
+    are re-identified among 256 (chance 0.4%).
+    """
+    from medaudit.attacks.reconstruction import InversionSettings
     from medaudit.data import generate_hospitals
     from medaudit.models import train_model
 
     c = generate_hospitals(n_sites=2, patients_per_site=60, image_size=32, seed=0)
     res = train_model(build_model("small_cnn"), c.split("train"), epochs=2, batch_size=32)
-    defences = [
-        Defence("none"),
-        dp_defence(8.0, dataset_size=len(c.split("train"))),
-        Defence("batch 32", batch_size=32),
-    ]
+    kw = {"mean": res.mean, "std": res.std, "trials": 3, "seed": 0}
+    defences = [Defence("none"), dp_defence(8.0, dataset_size=len(c.split("train")))]
     r = reconstruction_attack(
-        res.model, c, defences=defences[:2], mean=res.mean, std=res.std, trials=3, seed=0
+        res.model, c, defences=defences, settings=InversionSettings(steps=1000), **kw
     )
-    big = reconstruction_attack(
-        res.model, c, defences=defences[2:], mean=res.mean, std=res.std, trials=1, seed=0
-    )
+    big = reconstruction_attack(res.model, c, defences=[Defence("batch 32", batch_size=32)], **kw)
     table = pd.concat([r.table, big.table], ignore_index=True).set_index("defence")
     assert table.loc["none", "mean_ssim"] >= 0.5
     assert table.loc["none", "label_accuracy"] == 1.0
+    assert table.loc["none", "reidentified"] >= 1 / 3
     assert table.loc["DP eps=8", "mean_ssim"] < 0.2
-    assert table.loc["batch 32", "mean_ssim"] < 0.2
+    assert table.loc["DP eps=8", "reidentified"] <= 1 / 3
+    chance = table.loc["batch 32", "reid_chance"]
+    assert chance == pytest.approx(1 / 256)
+    assert table.loc["batch 32", "reidentified"] >= 5 * chance  # a larger batch still leaks
     sec = reconstruction_section(r)
     status = {c.id: c.status for c in sec.checks}
     assert status["reconstruction.none.ssim"] == "fail"
     assert status["reconstruction.dp_eps_8.ssim"] == "pass"
     assert "the defences that held: DP eps=8" in sec.summary
+    assert "among 256 cohort images: none" in sec.summary
     assert sec.figures == {}  # patients' images only on request
     assert "reconstructions" in reconstruction_section(r, show_images=True).figures
 

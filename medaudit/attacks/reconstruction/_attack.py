@@ -26,6 +26,9 @@ from medaudit.attacks.reconstruction._gradients import (
 from medaudit.attacks.reconstruction._invert import InversionSettings, invert_gradients
 from medaudit.attacks.reconstruction._metrics import match_images, ssim
 
+#: Other cohort images each reconstruction is compared with for re-identification.
+REID_DECOYS = 255
+
 __all__ = ["ReconstructionResult", "reconstruction_attack"]
 
 MSG_TOO_FEW_IMAGES = (
@@ -43,9 +46,12 @@ class ReconstructionResult:
     table : DataFrame
         One row per defence: its settings, ``n_images``, ``mean_ssim`` with
         ``ssim_low``/``ssim_high`` (95% bootstrap CI over clients), ``mean_psnr``,
-        ``label_accuracy``, ``gradient_similarity`` and ``baseline_ssim`` (the cohort's
+        ``label_accuracy``, ``gradient_similarity``, ``baseline_ssim`` (the cohort's
         mean image against the same originals: what SSIM an attacker reaches knowing only
-        what these images have in common).
+        what these images have in common), ``reidentified`` (share of the attacked images
+        whose reconstruction is more similar, by SSIM, to that image than to every one of
+        ``reid_candidates - 1`` other cohort images) and ``reid_chance`` (the same share
+        for a guess: ``1 / reid_candidates``).
     per_image : DataFrame
         ``defence``, ``client``, ``row`` (cohort row), ``ssim``, ``psnr``.
     images : dict of str to (originals, reconstructions)
@@ -115,6 +121,7 @@ def reconstruction_attack(
     model = model.eval()
     in_channels = len(mean)
     mean_image = _mean_image(cohort, image_size, in_channels)
+    decoy_rows = np.random.default_rng([seed, 7]).permutation(len(cohort))
     rows, per_image, images = [], [], {}
     for k, d in enumerate(defences):
         need = trials * d.batch_size
@@ -128,7 +135,8 @@ def reconstruction_attack(
         sub = cohort.subset(np.sort(pick))
         x_all = torch.from_numpy(sub.load_all(image_size=image_size, channels=in_channels))
         y_all = torch.tensor(np.array(sub.labels), dtype=torch.int64)
-        ssims, psnrs, label_acc, sims, base = [], [], [], [], []
+        decoys = _decoys(cohort, decoy_rows, set(pick.tolist()), image_size, in_channels)
+        ssims, psnrs, label_acc, sims, base, reid = [], [], [], [], [], []
         for t in range(trials):
             sl = slice(t * d.batch_size, (t + 1) * d.batch_size)
             x, y = x_all[sl], y_all[sl]
@@ -143,6 +151,7 @@ def reconstruction_attack(
             )
             m = match_images(rec.images, x.numpy())
             ssims.append(m.mean_ssim)
+            reid += _reidentified(rec.images[m.order], m.ssim, decoys).tolist()
             base.append(float(ssim(np.repeat(mean_image, len(x), axis=0), x.numpy()).mean()))
             psnrs.append(m.mean_psnr)
             label_acc.append(_label_accuracy(rec.labels, y.numpy()))
@@ -166,6 +175,9 @@ def reconstruction_attack(
                 "baseline_ssim": float(np.mean(base)),
                 "label_accuracy": float(np.mean(label_acc)),
                 "gradient_similarity": float(np.mean(sims)),
+                "reidentified": float(np.mean(reid)),
+                "reid_candidates": len(decoys) + 1,
+                "reid_chance": 1.0 / (len(decoys) + 1),
             }
         )
     return ReconstructionResult(
@@ -182,6 +194,24 @@ def _mean_image(cohort: Any, image_size: int | None, channels: int) -> np.ndarra
         n += len(x)
     assert total is not None
     return (total / max(n, 1)).numpy()
+
+
+def _decoys(
+    cohort: Any, order: np.ndarray, attacked: set[int], image_size: int | None, channels: int
+) -> np.ndarray:
+    """Up to :data:`REID_DECOYS` cohort images none of the attacked clients holds."""
+    rows = [int(r) for r in order if int(r) not in attacked][:REID_DECOYS]
+    if not rows:
+        return np.zeros((0, channels, 1, 1), dtype=np.float32)
+    return cohort.subset(np.sort(rows)).load_all(image_size=image_size, channels=channels)
+
+
+def _reidentified(recs: np.ndarray, own_ssim: np.ndarray, decoys: np.ndarray) -> np.ndarray:
+    """Per reconstruction, whether it is more similar to its original than to every decoy."""
+    if len(decoys) == 0:
+        return np.ones(len(recs), dtype=bool)
+    best = np.array([ssim(np.repeat(r[None], len(decoys), axis=0), decoys).max() for r in recs])
+    return own_ssim > best
 
 
 def _label_accuracy(inferred: np.ndarray, true: np.ndarray) -> float:

@@ -93,7 +93,13 @@ def reconstruction_section(
     summary = (
         f"Gradient inversion recovered recognisable images under "
         f"{', '.join(names[b] for b in broken) or 'no defence'}; "
-        f"the defences that held: {', '.join(names[h] for h in held) or 'none'}."
+        f"the defences that held: {', '.join(names[h] for h in held) or 'none'}. "
+        f"Reconstructions that point at their patient among "
+        f"{int(result.table['reid_candidates'].max())} cohort images: "
+        + ", ".join(
+            f"{r.defence} {r.reidentified:.0%}" for r in result.table.itertuples(index=False)
+        )
+        + f" (chance {float(result.table['reid_chance'].max()):.1%})."
     )
     figures = {"reconstructions": _figure(result)} if show_images else {}
     return Section(
@@ -101,7 +107,7 @@ def reconstruction_section(
         title="Reconstruction from shared gradients",
         summary=summary,
         tables={"defences": result.table.copy()},
-        table_titles={"defences": "Gradient inversion per defence (SSIM, PSNR)"},
+        table_titles={"defences": "Gradient inversion per defence (SSIM, PSNR, re-identification)"},
         figures=figures,
         checks=checks,
         notes=[
@@ -112,6 +118,12 @@ def reconstruction_section(
             "a template (radiographs) score a high SSIM without any individual detail, so a "
             "reconstruction recovers something individual only where it beats this baseline "
             "and its PSNR.",
+            "Re-identified: the share of attacked images whose reconstruction is more "
+            "similar (SSIM) to that image than to each of up to "
+            f"{int(result.table['reid_candidates'].max()) - 1} other images of the cohort "
+            "that no attacked client held (chance: reid_chance). It asks whether the "
+            "reconstruction points at the patient, which SSIM against a shared template "
+            "does not; another image of the same patient among the others counts against it.",
             "Reconstructions are matched to the originals by the assignment maximising SSIM "
             "(the order of a batch is not revealed by its gradient).",
             "Images are shown only with show_images=True (--show-images): they are "
