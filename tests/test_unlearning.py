@@ -98,6 +98,13 @@ def test_weighted_ks_agrees_with_scipy():
     assert weighted_ks(a, b, w[None])[0] == pytest.approx(
         sps.ks_2samp(a[rep], b[rep]).statistic, abs=1e-12
     )
+    # Several reference models pooled into one distribution, with and without weights.
+    bb = rng.normal(0.2, size=(3, 40))
+    got = weighted_ks(a, bb, np.ones((1, 40)))[0]
+    assert got == pytest.approx(sps.ks_2samp(a, bb.ravel()).statistic, abs=1e-12)
+    assert weighted_ks(a, bb, w[None])[0] == pytest.approx(
+        sps.ks_2samp(a[rep], bb[:, rep].ravel()).statistic, abs=1e-12
+    )
 
 
 def test_relearning_tiers_follow_the_hierarchy():
