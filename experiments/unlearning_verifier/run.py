@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "results.csv", df.to_csv(index=False))
     head = (
-        f"{len(df)} verifications, {time.perf_counter() - t0:.0f} s on "
+        f"{len(df)} verifications on {time.strftime('%Y-%m-%d')}, "
+        f"{time.perf_counter() - t0:.0f} s on "
         f"{platform.processor() or platform.machine()}, torch {torch.__version__}, one thread.\n"
         "Verdict shares per method (retrain is the null: the truth is 'forgotten').\n\n"
     )
