@@ -10,6 +10,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
@@ -36,6 +37,6 @@ def test_retraining_is_never_failed_and_approximate_methods_never_pass(sweep):
         assert verdict[seed, "random_labels"] != "pass"  # never a false claim of forgetting
     # Measured: both pass here (CI upper 0.18, 0.20 against the 0.3 margin).
     assert "pass" in {verdict[0, "retrain"], verdict[1, "retrain"]}
-    table = sweep.summarise(rows)
+    table = sweep.summarise(pd.DataFrame(rows))
     assert set(table.columns) >= {"pass", "inconclusive", "fail", "runs", "median_ks"}
     assert table["runs"].sum() == 8
