@@ -160,6 +160,49 @@ def test_verification_needs_two_references_and_relearning_curve_shape():
     assert np.allclose(df.excess_recovery, 0.0)  # the same model twice
 
 
+class _ConstantLogits(torch.nn.Module):
+    """Logits (0, b) for every image: confidence b in the positive class."""
+
+    def __init__(self, b: float) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(1, 2)
+        with torch.no_grad():
+            self.head.weight.zero_()
+            self.head.bias.copy_(torch.tensor([0.0, b]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x.mean(dim=(1, 2, 3))[:, None])
+
+
+def test_references_that_disagree_turn_a_fail_into_inconclusive(monkeypatch):
+    import medaudit.attacks.unlearning._verify as V
+
+    c = _cohort()
+    mask = ForgetRequest("patient_id", ("P1", "P2", "P3", "P4")).mask(c)
+    opts = {"mean": [0.5], "std": [0.25], "image_size": 16, "in_channels": 1}
+    kw = {"method": "x", "forget": c.subset(mask), "retain": c.subset(~mask), **opts}
+    u, r = _ConstantLogits(5.0), _ConstantLogits(0.0)
+    # Two identical pooled references: no disagreement, and u is far from them.
+    v = verify_unlearning(u, [r, _ConstantLogits(0.0), r], **kw)
+    assert v.reference_floor == 0.0 and v.check.status == "fail"
+    assert verify_unlearning(u, [r, r], **kw).check.status == "fail"  # floor NaN: as before
+    # References that disagree by more than the CI's lower limit: not failed.
+    monkeypatch.setattr(V, "_reference_floor", lambda pooled: 0.99)
+    v = verify_unlearning(u, [r, r, r], **kw)
+    assert v.check.status == "inconclusive"
+    assert "differ from each other by KS 0.99" in v.check.reason
+
+
+def test_reference_floor_is_the_largest_pairwise_ks():
+    from medaudit.attacks.unlearning._verify import _reference_floor
+
+    rng = np.random.default_rng(3)
+    rows = rng.normal(size=(3, 30)) + np.array([[0.0], [0.3], [1.0]])
+    want = max(sps.ks_2samp(rows[i], rows[j]).statistic for i, j in ((0, 1), (0, 2), (1, 2)))
+    assert _reference_floor(rows) == pytest.approx(want, abs=1e-12)
+    assert np.isnan(_reference_floor(rows[:1]))
+
+
 def _png_manifest(tmp_path, c: Cohort):
     """A manifest medaudit did not write: PNGs via PIL, CSV via plain pandas."""
     (tmp_path / "img").mkdir()

@@ -4,7 +4,7 @@ Synthetic hospitals (3 sites, 32x32); a ``small_cnn`` trained long enough to mem
 training patients; then, for each level of the hierarchy — a site, patients, one study
 of each of several patients, single images — every registered unlearning method
 (retrain, finetune, gradient ascent, random labels, SCRUB) is applied and verified
-against two models retrained without the forget set (forget/retain/test AUROC, the
+against three models retrained without the forget set (forget/retain/test AUROC, the
 loss attack's AUC on the forget set, the KS forget-quality score and the CI verdict).
 The relearning attack then fine-tunes each model on progressively related retained
 data (same patient → same site → other sites) and records how fast the forget set's
@@ -61,6 +61,7 @@ class Scenario:
     forget_fraction: float = 0.5
     relearn_steps: tuple[int, ...] = (0, 5, 10, 20)
     n_boot: int = 500
+    references: int = 3
     seed: int = 0
 
 
@@ -115,7 +116,7 @@ def run_level(
             model, train, req, method="retrain",
             settings=dataclasses.replace(settings, seed=s.seed + 101 + k), **opts,
         ).model
-        for k in range(2)
+        for k in range(s.references)
     ]  # fmt: skip
     vopts = {k: opts[k] for k in ("mean", "std", "image_size", "in_channels")}
     rows, checks, models = [], [], {}
@@ -139,6 +140,7 @@ def run_level(
                     "ks_pvalue": ver.ks_pvalue if r["model"] == method else np.nan,
                     "ks_low": ver.excess_ci[0] if r["model"] == method else np.nan,
                     "ks_high": ver.excess_ci[1] if r["model"] == method else np.nan,
+                    "reference_floor": ver.reference_floor if r["model"] == method else np.nan,
                     "verdict": ver.check.status if r["model"] == method else "",
                     "seconds": round(res.seconds, 1) if r["model"] == method else np.nan,
                 }
@@ -210,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(args.out / "relearning.csv", relearn.to_csv(index=False))
     head = f"Scenario: {dataclasses.asdict(s)}; {time.perf_counter() - t0:.0f} s wall.\n\n"
     keep = ["level", "method", "model", "forget_auroc", "retain_auroc", "test_auroc",
-            "attack_auc", "ks_statistic", "ks_pvalue", "ks_low", "ks_high", "verdict"]  # fmt: skip
+            "attack_auc", "ks_statistic", "ks_pvalue", "ks_low", "ks_high", "reference_floor",
+            "verdict"]  # fmt: skip
     atomic_write_text(args.out / "results.md", head + _markdown(results[keep]))
     last = relearn[relearn.steps == max(s.relearn_steps)]
     atomic_write_text(args.out / "relearning.md", head + _markdown(last))
