@@ -191,6 +191,10 @@ def test_references_that_disagree_turn_a_fail_into_inconclusive(monkeypatch):
     v = verify_unlearning(u, [r, r, r], **kw)
     assert v.check.status == "inconclusive"
     assert "differ from each other by KS 0.99" in v.check.reason
+    # ... and a pass is not a pass when the references are further apart than the margin.
+    assert verify_unlearning(r, [r, r, r], **kw).check.status == "inconclusive"
+    monkeypatch.setattr(V, "_reference_floor", lambda pooled: 0.0)
+    assert verify_unlearning(r, [r, r, r], **kw).check.status == "pass"
 
 
 def test_reference_floor_is_the_largest_pairwise_ks():

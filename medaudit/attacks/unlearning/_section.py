@@ -84,8 +84,9 @@ def unlearning_section(
             "Forget quality: two-sample KS test of the forget set's attack statistics, each "
             "calibrated by the last retrained reference; the verdict needs the whole 95% CI of "
             "the KS distance below the margin. With three or more retrained references, "
-            "all but the last are pooled, and 'distinguishable' also needs the CI above "
-            "reference_floor, the largest KS distance between two of them.",
+            "all but the last are pooled; 'distinguishable' also needs the CI above "
+            "reference_floor, the largest KS distance between two of them, and "
+            "'indistinguishable' needs reference_floor within the margin.",
             "Forgotten identifiers are recorded in the checkpoint's metadata only.",
         ],
         references=list(REFERENCES),

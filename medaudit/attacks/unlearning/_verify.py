@@ -13,8 +13,9 @@ distribution compared with. Two retrained models still differ (seeds): the verdi
 *indistinguishable from retraining* needs the whole patient-bootstrap CI of the KS
 distance below a margin (0.3 by default) that leaves room for that; with three or more
 references the verdict *distinguishable* also needs the CI above the largest distance
-between two pooled references (on a forget set unlike the retained data, such as a
-whole site, retrained models disagree with each other by more than the margin). Its error rates over
+between two pooled references, and *indistinguishable* needs that distance within the
+margin (on a forget set unlike the retained data, such as a whole site, retrained models
+disagree with each other by more than the margin). Its error rates over
 seeds, with a retrained model as the truth and with approximate methods, are measured in
 ``experiments/unlearning_verifier``.
 """
@@ -58,6 +59,10 @@ MSG_FLOOR = (
     "not failed: the retrained references differ from each other by KS {floor:.2f} on this "
     "forget set (it is unlike the retained data, e.g. a whole site), and the CI reaches "
     "down to that"
+)
+MSG_FLOOR_PASS = (
+    "not passed: the retrained references differ from each other by KS {floor:.2f} on this "
+    "forget set, more than the margin, so closeness to them cannot show equivalence"
 )
 MSG_NEED_REFERENCE = (
     "Verification needs at least two retrained reference models (seeds differ): one to "
@@ -129,7 +134,8 @@ class Verification:
     reference_floor : float
         The largest KS distance between two pooled references' calibrated statistics:
         how far retrained models fall from each other here (NaN with two references).
-        A method is failed only when the CI's lower limit exceeds it as well.
+        A method is failed only when the CI's lower limit exceeds it as well, and passed
+        only when it lies within the margin.
     """
 
     method: str
@@ -294,6 +300,10 @@ def verify_unlearning(
     if check.status == "fail" and ci[0] <= floor:
         check = dataclasses.replace(
             check, status="inconclusive", reason=MSG_FLOOR.format(floor=floor)
+        )
+    elif check.status == "pass" and check.threshold is not None and floor > check.threshold:
+        check = dataclasses.replace(
+            check, status="inconclusive", reason=MSG_FLOOR_PASS.format(floor=floor)
         )
     stats = pd.DataFrame({name: phi for (name, _), phi in zip(models, phis, strict=True)})
     return Verification(
