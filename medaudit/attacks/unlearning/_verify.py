@@ -5,7 +5,7 @@ test sets, and a per-example membership attack on the forget set (the ``loss`` a
 :mod:`medaudit.attacks.membership` on logit-scaled confidences, forget vs test images,
 U-LiRA's question asked of each model). The forget-quality score compares the attack
 statistics on the forget set of the unlearned model and of a retrained one with a
-two-sample Kolmogorov-Smirnov test; each image's statistic is calibrated by a second
+two-sample Kolmogorov-Smirnov test; each image's statistic is calibrated by the last
 retrained model (its confidence there is subtracted, as the calibrated-loss attack
 does), so that what is compared is how each model departs from retraining, image by
 image. With more than two retrained references, all but the last are pooled into the
