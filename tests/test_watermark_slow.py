@@ -4,9 +4,10 @@
   independently trained unmarked models all at p > 0.01;
 - harmless watermark: top-1 agreement with the unmarked model on the triggers >= 99%,
   verified at p < 1e-3;
-- data protection: every protected image keeps PSNR >= 35 dB; the issue's other bar, a
-  model trained on the protected images losing >= 0.15 test AUROC against one trained on
-  the originals, is NOT met yet (0.074 measured): that part reports xfail until it is;
+- data protection: every protected image keeps PSNR >= 35 dB and protection lowers the
+  test AUROC of a model trained on the images; the issue's bar, a loss of >= 0.15 test
+  AUROC, is met at this seed on the CPU it was measured on (0.218) but not at every seed
+  (seeds 0-5: 0.22, 0.16, 0.27, 0.10, 0.05, 0.22), so a shortfall reports xfail;
 - the red-team script runs end to end (smoke) and its table gives every attack a verdict.
 """
 
@@ -142,9 +143,11 @@ def test_protected_images_deny_training_and_keep_psnr():
     assert prot.psnr.min() >= 35.0
     ev = protection_evidence(train, prot, test, epochs=10, seed=0)
     assert ev.auroc_clean_trained > 0.8  # the clean model learned the task
+    # Every seed measured (0-5) lost 0.05 or more; the old loop (one continuing noise
+    # model) lost 0.07-0.08.
+    assert ev.auroc_drop >= 0.03, ev.auroc_drop
     if ev.auroc_drop < 0.15:
-        # The issue's bar is not met yet (measured 0.074 here, CI [-0.013, 0.159]; the
-        # best class-wise settings tried reached 0.154 at seed 0 but 0.052 at seed 1).
+        # The issue's bar: met at this seed where measured (0.218), missed at 2 of 6 seeds.
         pytest.xfail(f"protection lowers test AUROC by {ev.auroc_drop:.3f}, not >= 0.15")
 
 

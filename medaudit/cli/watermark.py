@@ -348,8 +348,8 @@ def protect_manifest(
     out: Path,
     *,
     epsilon: float = 8.0,
-    density: float = 0.25,
-    rounds: int = 8,
+    density: float = 0.3,
+    rounds: int = 20,
     evidence: bool = True,
     epochs: int = 10,
     seed: int = 0,
@@ -397,8 +397,8 @@ def protect(
     ] = 8.0,
     density: Annotated[
         float, typer.Option(min=0.01, max=1.0, help="Share of each image's pixels perturbed.")
-    ] = 0.25,
-    rounds: Annotated[int, typer.Option(min=1, help="Min-min rounds at most.")] = 8,
+    ] = 0.3,
+    rounds: Annotated[int, typer.Option(min=1, help="Min-min rounds at most.")] = 20,
     evidence: Annotated[
         bool, typer.Option(help="Train on original vs protected images and compare.")
     ] = True,

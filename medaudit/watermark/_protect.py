@@ -11,8 +11,16 @@ input-gradient magnitude under the noise model after a warm-up on the clean imag
 
 The bi-level min-min problem is solved as Huang et al. do: alternate a few training steps
 of the noise model on the currently protected images (the one training loop) with
-projected sign-gradient steps that *lower* its loss on each image, until it fits the
-protected images (training accuracy ``stop_accuracy``) or ``rounds`` run out.
+projected sign-gradient steps that *lower* its loss on each image, for ``rounds`` rounds
+(or until the noise model fits the protected images to ``stop_accuracy``). One departure:
+by default every round starts from a freshly initialised noise model (``fresh_model``).
+On an easy task (the synthetic hospitals' lesions) a noise model that keeps training
+learns the anatomy within its warm-up, and error-minimising steps against it then sharpen
+what it already reads instead of adding a shortcut; optimising against models in their
+first training steps makes the perturbations what a new model learns *first*. Measured on
+the synthetic hospitals (240 patients, 32 px, seeds 0-5): the test AUROC that protection
+takes from a model trained on the images rose from 0.07-0.08 (one continuing noise model,
+8 rounds, density 0.25) to 0.05-0.27, mean 0.17 (see ``tests/test_watermark_slow.py``).
 """
 
 from __future__ import annotations
@@ -111,14 +119,15 @@ def protect_images(
     cohort: Any,
     *,
     epsilon: float = 8 / 255,
-    density: float = 0.25,
-    rounds: int = 8,
+    density: float = 0.3,
+    rounds: int = 20,
     train_steps: int = 10,
     pgd_steps: int = 10,
     warmup_steps: int = 30,
-    stop_accuracy: float | None = 0.99,
+    stop_accuracy: float | None = None,
     mode: str = "sample",
     patch: int = 1,
+    fresh_model: bool = True,
     arch: str = "small_cnn",
     batch_size: int = 64,
     seed: int = 0,
@@ -132,10 +141,11 @@ def protect_images(
         Images at their native size (all the same size) with labels.
     epsilon : float, default 8/255
         L-infinity budget of the perturbation on [0, 1] intensities.
-    density : float in (0, 1], default 0.25
+    density : float in (0, 1], default 0.3
         Share of each image's pixels (the most significant ones) that may change. With
-        ``epsilon = 8/255`` and ``density = 0.25`` the PSNR cannot fall below 36.1 dB.
-    rounds : int, default 8
+        ``epsilon = 8/255`` and ``density = 0.3`` the PSNR cannot fall below 35.3 dB
+        (``20 log10(255 / (8 sqrt(0.3)))``).
+    rounds : int, default 20
         At most this many alternations of training and noise steps.
     train_steps : int, default 10
         Optimizer steps of the noise model per round.
@@ -143,9 +153,10 @@ def protect_images(
         Sign-gradient steps on the perturbations per round (step ``epsilon / 4``).
     warmup_steps : int, default 30
         Training steps on the clean images before the significant pixels are chosen.
-    stop_accuracy : float or None, default 0.99
-        Stop once the noise model fits the protected images this well (None: run every
-        round).
+    stop_accuracy : float or None, default None
+        Stop once the noise model fits the protected images this well after a round
+        (None: run every round). With ``fresh_model`` that is a model trained for only
+        ``train_steps`` steps: a stop says the perturbations are learned that fast.
     mode : {"sample", "class"}, default "sample"
         ``"sample"``: one perturbation per image; ``"class"``: one pattern per class,
         each image showing it on its own significant pixels (Huang et al.'s class-wise
@@ -154,6 +165,9 @@ def protect_images(
         Side of the square regions the significant pixels are chosen in: 1 picks single
         pixels; larger values pick whole ``patch x patch`` regions ranked by their mean
         significance (local masking).
+    fresh_model : bool, default True
+        Start every round from a newly initialised noise model (seeded ``seed + 1 +
+        round``) instead of training one model throughout (Huang et al.'s loop, False).
     arch : str, default "small_cnn"
         The noise model.
     batch_size, seed : int
@@ -179,7 +193,7 @@ def protect_images(
     >>> c = Cohort(pd.DataFrame({"label": rng.integers(0, 2, 32)}),
     ...            images=rng.integers(0, 256, (32, 16, 16), dtype=np.uint8))
     >>> p = protect_images(c, rounds=1, train_steps=2, pgd_steps=2, warmup_steps=2)
-    >>> bool(p.psnr.min() > 36.0), p.images.dtype
+    >>> bool(p.psnr.min() > 35.0), p.images.dtype
     (True, dtype('uint8'))
     """
     import torch
@@ -189,21 +203,28 @@ def protect_images(
     _validate(
         cohort, epsilon, density, rounds, train_steps, pgd_steps, warmup_steps, stop_accuracy, mode
     )
+    if not isinstance(fresh_model, bool):
+        raise param_error("fresh_model", "protect_images", "True or False", fresh_model)
     x = torch.from_numpy(cohort.load_all()).double()
     x8 = torch.round(x * 255.0)
     x = (x8 / 255.0).float()  # work on the 8-bit grid the images are written on
     y = torch.tensor(cohort.labels, dtype=torch.int64)
     mean, std = compute_normalization(cohort)
     norm = (torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1))
-    model = build_model(
-        arch, in_channels=x.shape[1], num_classes=cohort.num_classes, random_state=seed
-    )
+    def new_model(random_state: int) -> nn.Module:
+        return build_model(
+            arch, in_channels=x.shape[1], num_classes=cohort.num_classes, random_state=random_state
+        )
+
+    model = new_model(seed)
     _fit(model, x, y, cohort, warmup_steps, batch_size, seed, mean, std)
     mask = _significant_pixels(model, x, y, norm, density, batch_size, patch)
     delta = torch.zeros_like(x)
     patterns = torch.zeros((cohort.num_classes, *x.shape[1:]), dtype=x.dtype)
     acc, done = 0.0, 0
     for r in range(rounds):
+        if fresh_model:
+            model = new_model(seed + 1 + r)
         _fit(model, x + delta, y, cohort, train_steps, batch_size, seed + 1 + r, mean, std)
         if mode == "class":
             patterns = _minimise_patterns(model, x, y, patterns, mask, norm, epsilon,
