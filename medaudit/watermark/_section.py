@@ -359,6 +359,7 @@ def protection_section(
         ],
         references=PROTECTION_REFERENCES,
         methods="Error-minimising perturbations (min-min) on the significant pixels, "
-        "alternating training steps of a noise model with projected sign-gradient steps "
-        "that lower each image's loss; PSNR and SSIM (Gaussian window) on 8-bit values.",
+        "alternating training steps of a noise model (by default a freshly initialised one "
+        "each round) with projected sign-gradient steps that lower each image's loss; "
+        "PSNR and SSIM (Gaussian window) on 8-bit values.",
     )
