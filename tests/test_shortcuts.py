@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from medaudit import InvalidInputError
+from medaudit import InvalidInputError, InvalidParameterError
 from medaudit.cli.app import run
 from medaudit.data import generate_hospitals
 from medaudit.inference import predict
@@ -201,6 +201,28 @@ def test_disentangle_any_module_through_a_forward_hook(hospitals):
     out = train_disentangled(net, train, attributes="site", epochs=1, batch_size=16)
     assert len(out.disentangler.history) == 4 and "site_loss" in out.disentangler.history[-1]
     assert not net[4]._forward_pre_hooks  # the tap is removed after training
+
+
+def test_train_disentangled_returns_the_averaged_weights(hospitals):
+    train = hospitals.subset(np.random.default_rng(2).permutation(len(hospitals))[:64])
+    kw = {"attributes": "site", "epochs": 2, "batch_size": 16, "mean": 0.4, "std": 0.2}
+    out = train_disentangled(build_model("small_cnn", random_state=0), train, **kw)
+    d, model = out.disentangler, out.result.model
+    assert (
+        d.average == 0.99
+        and d.alpha == 3.0
+        and set(d.averaged) == {n for n, _ in model.named_parameters()}
+    )
+    for name, p in model.named_parameters():
+        assert torch.equal(p, d.averaged[name]), name
+    assert not model.training
+    last = train_disentangled(build_model("small_cnn", random_state=0), train, average=None, **kw)
+    assert not last.disentangler.averaged
+    assert not torch.equal(last.result.model.head.weight, model.head.weight)
+    norm = {"mean": 0.4, "std": 0.2}
+    for bad in ({"average": 1.0}, {"average": True}, {"alpha": 0.0}):
+        with pytest.raises(InvalidParameterError, match=next(iter(bad))):
+            disentangle_hooks(build_model("small_cnn"), train, "site", epochs=1, **norm, **bad)
 
 
 # ------------------------------------------------------------------- used / where

@@ -209,12 +209,15 @@ def test_foreign_dataset_artefact_column_cli(tmp_path, agreement, expect_code, e
 
 # ------------------------------------------------------------------ disentanglement
 def test_disentangling_site_removes_it_without_costing_the_task():
-    """Over three initialisations: the site probe falls by 0.2+, the task stays.
+    """Issue 12: for each of three initialisations the site probe is 0.65 or less, the task
+    AUROC falls by 0.03 or less and the held-out-site AUROC by 0.05 or less (on average
+    not at all).
 
-    Measured on one CPU (random_state 0-3): baseline site probe 0.98-0.995, disentangled
-    0.58-0.75 (issue 12's 0.65 is met by some initialisations only: 0.676 for
-    random_state 0 here, under 0.65 on another CPU); test AUROC -0.02 to +0.02; held-out
-    site AUROC -0.03 to +0.01.
+    Measured on one CPU (random_state 0-4): baseline site probe 0.98-0.995; disentangled
+    (the returned model holds the weights averaged over the second half of training)
+    0.518 / 0.577 / 0.546 / 0.560 / 0.578 (the last weights, and the old default
+    penalty: 0.68 / 0.58 / 0.73 / 0.75 / 0.78). Test AUROC +0.000 to +0.013; held-out-site
+    AUROC +0.023 / -0.034 / +0.004 / -0.018 / +0.018.
     """
     from medaudit.shortcuts import train_disentangled
     from medaudit.shortcuts._attributes import code_attribute, patient_codes
@@ -235,10 +238,11 @@ def test_disentangling_site_removes_it_without_costing_the_task():
         )
         return auroc(pt.labels, pt.score), auroc(pe.labels, pe.score), probe.probe.value
 
-    d_sites = []
+    ext_changes = []
     for rs in (0, 1, 2):
-        # The same budget for both, and the last weights of each (no selection on validation
-        # AUROC, which would pick an epoch before the adversary has done its work).
+        # The same budget for both and no selection on validation AUROC (it would pick an
+        # epoch before the adversary has done its work): the baseline keeps its last
+        # weights, the disentangled model the average of its second half.
         kw = {"epochs": 20, "batch_size": 32, "seed": rs, "mean": mean, "std": std}
         base = train_model(build_model("small_cnn", random_state=rs), train, **kw).model
         dis = train_disentangled(
@@ -246,11 +250,13 @@ def test_disentangling_site_removes_it_without_costing_the_task():
         ).result.model
         (b_task, b_ext, b_site), (d_task, d_ext, d_site) = measure(base), measure(dis)
         assert b_site > 0.9  # the baseline reads the site
-        assert d_site <= b_site - 0.2, (rs, b_site, d_site)
+        assert d_site <= 0.65, (rs, b_site, d_site)
         assert d_task >= b_task - 0.03, (rs, b_task, d_task)
         assert d_ext >= b_ext - 0.05, (rs, b_ext, d_ext)
-        d_sites.append(d_site)
-    assert np.mean(d_sites) <= 0.75, d_sites
+        ext_changes.append(d_ext - b_ext)
+    # Measured mean -0.002 (seeds 0-2); held-out AUROC on ~150 images moves by a few
+    # hundredths with the CPU, so the guard leaves room for that, not for a real fall.
+    assert np.mean(ext_changes) >= -0.04, ext_changes
 
 
 # ----------------------------------------------------------------- experiment smoke

@@ -16,7 +16,9 @@ Claims reproduced (on data whose every planted effect is known):
 
 For every shortcut strength (0 / 0.5 / 0.9) and seed: a baseline small_cnn and one
 trained with the site disentangled (adversary behind a gradient-reversal layer) are
-audited on the training sites' test split plus the held-out site. Writes
+audited on the training sites' test split plus the held-out site (``probe_site`` reads
+the held-out site as well, which disentanglement cannot hide: no model saw it;
+``probe_site_training_sites`` is the site probe on the training sites' test split). Writes
 ``results.csv`` (one row per run), ``results.md`` (mean ± sd over seeds) and the audit of
 one disentangled model against its baseline (``--compare-to``) as ``index.html`` +
 ``audit.json``, all in ``--out`` (default ``reports/shortcuts``)::
@@ -42,7 +44,8 @@ from medaudit.inference import predict
 from medaudit.models import build_model, compute_normalization, save_checkpoint, train_model
 from medaudit.pipeline import run_audits
 from medaudit.report import Policy
-from medaudit.shortcuts import train_disentangled
+from medaudit.shortcuts import attribute_probe, train_disentangled
+from medaudit.shortcuts._attributes import code_attribute, patient_codes
 from medaudit.stats import auroc
 
 ATTRIBUTES = ["site", "marker", "sex", "age_group", "insurance"]
@@ -156,6 +159,17 @@ def summarise(sec, preds, strength: float, seed: int, name: str) -> dict:
     sex = meta["sex"].to_numpy()
     by_sex = {s: auroc(preds.labels[sex == s], preds.score[sex == s]) for s in ("female", "male")}
     row["sex_auroc_gap"] = by_sex["male"] - by_sex["female"]
+    # The audit's site probe reads the held-out site too, which no model saw in training:
+    # its images look different to any model, so that probe stays high after
+    # disentanglement. What the adversary removes shows on the training sites alone.
+    site = code_attribute(meta[~ext], "site")
+    row["probe_site_training_sites"] = attribute_probe(
+        preds.features[~ext],
+        site.codes,
+        patient_codes(meta[~ext]),
+        n_levels=site.n_levels,
+        n_resamples=2,
+    ).probe.value
     probes = sec.tables["probes"].set_index("attribute")
     for a in ATTRIBUTES:
         row[f"probe_{a}"] = probes.loc[a, "probe_auroc"] if a in probes.index else np.nan

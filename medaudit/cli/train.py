@@ -48,6 +48,9 @@ def train_checkpoint(
     cannot be combined with ``dp``.
     ``columns``: the manifest's column names and label handling (a
     :class:`medaudit.data.ColumnMap`: label column, uncertain-label policy).
+    With ``disentangle`` the saved weights are the average over the second half of
+    training (as :func:`medaudit.shortcuts.train_disentangled` returns them) and the
+    validation AUROC and ECE are theirs.
     Returns the best epoch, its validation AUROC and ECE (and ε with ``dp``).
     """
     if disentangle and dp is not None:
@@ -73,11 +76,11 @@ def train_checkpoint(
     model = build_model(arch, in_channels=c, num_classes=cohort.num_classes, random_state=seed)
     options: dict[str, Any] = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
     options.update(image_size=size, in_channels=c, mean=mean, std=std, device=device)
-    ledger, extra = None, None
+    ledger, extra, dis = None, None, None
     if disentangle:  # adversaries remove these attributes from the features (issue 12)
         from medaudit.shortcuts import disentangle_hooks
 
-        options["hooks"] = disentangle_hooks(
+        dis = disentangle_hooks(
             model,
             train,
             disentangle,
@@ -88,10 +91,16 @@ def train_checkpoint(
             batch_size=batch_size,
             image_size=size,
             seed=seed,
-        ).hooks
+            average=0.99,
+        )
+        options["hooks"] = dis.hooks
         extra = {"disentangled": list(disentangle), "disentangle_weight": disentangle_weight}
     if dp is None:
         result = train_model(model, train, val, progress=progress, **options)
+        if dis is not None:  # keep the weight average (see train_disentangled), not an epoch
+            dis.close()
+            dis.load_average()
+            result.model.eval()
     else:  # DP-SGD (medaudit.privacy); the ledger goes into the checkpoint's metadata
         from medaudit.privacy import train_private
 
@@ -111,10 +120,14 @@ def train_checkpoint(
         privacy=ledger,
     )
     best = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0]
+    epoch, auroc, ece = result.best_epoch, result.best_val_auroc, best["val_ece"]
+    if dis is not None and dis.averaged:  # the saved weights are the average, not an epoch
+        epoch = int(result.history["epoch"].max())
+        auroc, ece = _val_metrics(result.model, val, size, c, mean, std, device)
     return {
-        "best_epoch": float(result.best_epoch),
-        "best_val_auroc": float(result.best_val_auroc),
-        "best_val_ece": float(best["val_ece"]),
+        "best_epoch": float(epoch),
+        "best_val_auroc": float(auroc),
+        "best_val_ece": float(ece),
         **({} if ledger is None else {"epsilon": ledger["epsilon"], "delta": ledger["delta"]}),
     }
 
@@ -195,6 +208,28 @@ def train(
         + (f" DP: epsilon {res['epsilon']:.3g} at delta {res['delta']:.1e}." if dp else "")
     )
     return 0
+
+
+def _val_metrics(
+    model: Any, val: Any, size: int, c: int, mean: Any, std: Any, device: str
+) -> tuple[float, float]:
+    """Validation AUROC and ECE of ``model``, as the training loop reports them."""
+    import numpy as np
+
+    from medaudit.inference import predict
+    from medaudit.models import macro_ovr_auroc
+    from medaudit.stats import expected_calibration_error
+
+    p = predict(
+        model, val, image_size=size, in_channels=c, mean=mean, std=std, device=device,
+        features=False,
+    )  # fmt: skip
+    scores, y = np.asarray(p.scores, dtype=np.float64), val.labels
+    if scores.shape[1] == 2:
+        ece = expected_calibration_error(y == 1, scores[:, 1])
+    else:
+        ece = expected_calibration_error(scores.argmax(axis=1) == y, scores.max(axis=1))
+    return macro_ovr_auroc(y, scores), float(ece)
 
 
 def _dp_options(

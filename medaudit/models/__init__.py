@@ -1,5 +1,6 @@
 """Architecture zoo, safe checkpoint I/O and the one training loop with its hooks."""
 
+from medaudit.models._batchnorm import precise_batchnorm
 from medaudit.models._checkpoint import (
     CHECKPOINT_FORMAT,
     LoadedModel,
@@ -52,6 +53,7 @@ __all__ = [
     "local_update",
     "macro_ovr_auroc",
     "make_sampler",
+    "precise_batchnorm",
     "register_architecture",
     "save_checkpoint",
     "train_model",
