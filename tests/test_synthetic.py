@@ -308,6 +308,26 @@ def test_insurance_depends_on_site_and_age_not_disease(null_cohort):
     assert _insurance_label_z(p, "old") < -5
 
 
+def test_insurance_spread_ties_insurance_to_the_site_and_changes_nothing_else():
+    kw = {"n_sites": 4, "patients_per_site": 150, "image_size": 16, "seed": 2}
+    base = generate_hospitals(**kw)
+    strong = generate_hospitals(**kw, insurance_spread=2.5)
+    assert np.array_equal(base.images, strong.images)
+    cols = [c for c in base.meta.columns if c != "insurance"]
+    assert base.meta[cols].equals(strong.meta[cols])
+
+    def site_spread(c):  # range of the sites' share of private insurance
+        p = _patients(c.meta)
+        return (
+            p.groupby("site")["insurance"]
+            .apply(lambda s: (s == "private").mean())
+            .agg(lambda s: s.max() - s.min())
+        )
+
+    # (At 0 the sites still differ through their patients' ages.)
+    assert site_spread(strong) > site_spread(base) + 0.15
+
+
 def test_acquisition_profiles_per_site(null_cohort):
     m, img = null_cohort.meta, null_cohort.images[:, 0].astype(np.float64)
     cols = ["acq_noise", "acq_gamma", "acq_blur", "acq_offset"]
@@ -445,6 +465,9 @@ def test_write_synthetic_failure_leaves_nothing_half_written(tmp_path, monkeypat
         {"heldout_shift": 1.5},
         {"heldout_shift": -0.1},
         {"hard_occult_fraction": 2},
+        {"insurance_spread": -0.5},
+        {"insurance_spread": float("inf")},
+        {"insurance_spread": True},
     ],
 )
 def test_invalid_parameters(kwargs):

@@ -11,6 +11,11 @@ Claims reproduced (on data whose every planted effect is known):
   "Algorithms trained on normal chest X-rays can predict health insurance types" (AUC
   about 0.70 from images, diffuse under patch occlusion): insurance is readable from the
   features, but only as much as site and age (through which it is planted here) explain.
+  Insurance is planted more strongly than the generator's default (``insurance_spread``
+  2.0, sites' log-odds of private insurance from -2 to 2, against 1.2): at the default
+  the features read it at AUROC 0.59-0.63 (means over seeds), under the paper's 0.70
+  and straddling the audit's 0.60 threshold; at 2.0, 0.59-0.79 over the twelve runs
+  (mean 0.69): seed 0 at 0.59-0.63, seed 1 at 0.73-0.79.
 - The site marker is a shortcut the audit flags as *used* when it is tied to the label
   (strength 0.5, 0.9) and not when it is not (0).
 
@@ -49,6 +54,7 @@ from medaudit.shortcuts._attributes import code_attribute, patient_codes
 from medaudit.stats import auroc
 
 ATTRIBUTES = ["site", "marker", "sex", "age_group", "insurance"]
+INSURANCE_SPREAD = 2.0  # see the module's docstring
 
 
 def config(smoke: bool) -> dict:
@@ -81,6 +87,7 @@ def one_run(strength: float, seed: int, cfg: dict, out: Path, *, keep_report: bo
         shortcut_strength=strength,
         hard_contrast_factor=0.35,
         seed=seed,
+        insurance_spread=INSURANCE_SPREAD,
     )
     train = c.split("train")
     audited = c.subset(

@@ -174,7 +174,11 @@ def _check_range(value: object, name: str, func: str = _FUNC) -> tuple[float, fl
 
 
 def site_profiles(
-    *, n_sites: int = 4, seed: int = 0, female_fraction: Sequence[float] = (0.30, 0.70)
+    *,
+    n_sites: int = 4,
+    seed: int = 0,
+    female_fraction: Sequence[float] = (0.30, 0.70),
+    insurance_spread: float = 1.2,
 ) -> tuple[SiteProfile, ...]:
     """The per-site prevalence, demographics and acquisition profiles for a seed.
 
@@ -189,6 +193,9 @@ def site_profiles(
         Seed; the profiles used by :func:`generate_hospitals` with the same seed.
     female_fraction : (float, float), default (0.30, 0.70)
         Range over which the sites' share of female patients is spread.
+    insurance_spread : float >= 0, default 1.2
+        The sites' log-odds of private insurance (at age 55) are spread over
+        ``[-insurance_spread, insurance_spread]``.
 
     Returns
     -------
@@ -206,6 +213,7 @@ def site_profiles(
     n = _check_int(n_sites, "n_sites", 1, MAX_SITES, "site_profiles")
     seed = _check_int(seed, "seed", 0, 2**63 - 1, "site_profiles")
     female_lo, female_hi = _check_range(female_fraction, "female_fraction", "site_profiles")
+    spread_ins = _check_spread(insurance_spread, "site_profiles")
     rng = _rng(seed, 0)
 
     def spread(lo: float, hi: float) -> np.ndarray:
@@ -215,7 +223,7 @@ def site_profiles(
     prevalence = spread(0.15, 0.45)
     female = spread(female_lo, female_hi)
     age_mean = spread(42.0, 66.0)
-    private = spread(-1.2, 1.2)
+    private = spread(-spread_ins, spread_ins)
     noise = spread(0.015, 0.05)
     gamma = spread(0.80, 1.25)
     blur = spread(0.0, 1.2)
@@ -553,6 +561,13 @@ def _ramp_u8(a: np.ndarray) -> np.ndarray:
 # -- public API ----------------------------------------------------------------------------
 
 
+def _check_spread(value: object, func: str = _FUNC) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (ok and math.isfinite(float(value)) and 0 <= float(value) <= 10):  # type: ignore[arg-type]
+        raise param_error("insurance_spread", func, "a float in [0, 10]", value)
+    return float(value)  # type: ignore[arg-type]
+
+
 def _check_amplitude(value: object) -> tuple[float, float]:
     try:
         base, per_grade = (float(v) for v in value)  # type: ignore[attr-defined]
@@ -584,6 +599,7 @@ def _validate(
     female_fraction: Any = (0.30, 0.70),
     heldout_shift: Any = 0.0,
     hard_occult_fraction: Any = 0.0,
+    insurance_spread: Any = 1.2,
 ) -> dict[str, Any]:
     n = _check_int(n_sites, "n_sites", 1, MAX_SITES)
     out: dict[str, Any] = {
@@ -598,6 +614,7 @@ def _validate(
         "lesion_amplitude": _check_amplitude(lesion_amplitude),
         "heldout_shift": _check_unit(heldout_shift, "heldout_shift"),
         "hard_occult_fraction": _check_unit(hard_occult_fraction, "hard_occult_fraction"),
+        "insurance_spread": _check_spread(insurance_spread),
     }
     if len(out["split_fractions"]) != 3:
         raise param_error(
@@ -643,6 +660,7 @@ def generate_hospitals(
     female_fraction: Sequence[float] = (0.30, 0.70),
     heldout_shift: float = 0.0,
     hard_occult_fraction: float = 0.0,
+    insurance_spread: float = 1.2,
 ) -> Cohort:
     """Generate chest-radiograph-like images from several hospitals, with ground truth.
 
@@ -690,6 +708,10 @@ def generate_hospitals(
         Share of the hard subgroup's diseased studies whose lesion is hidden (contrast
         0, e.g. behind breast tissue), on top of ``hard_contrast_factor``: a gap that
         no model can train away. The demo uses 0.6.
+    insurance_spread : float in [0, 10], default 1.2
+        How strongly insurance depends on the site: the sites' log-odds of private
+        insurance are spread over ``[-s, s]`` (:func:`site_profiles`); insurance never
+        depends on the disease or the image. Only the insurance column changes with it.
 
     Returns
     -------
@@ -732,6 +754,7 @@ def generate_hospitals(
         female_fraction=female_fraction,
         heldout_shift=heldout_shift,
         hard_occult_fraction=hard_occult_fraction,
+        insurance_spread=insurance_spread,
     )
     return Cohort(meta, images=images, name="synthetic-hospitals")
 
@@ -741,7 +764,10 @@ def _generate(**kwargs: Any) -> tuple[pd.DataFrame, np.ndarray]:
     p = _validate(**kwargs)
     size = p["image_size"]
     profiles = site_profiles(
-        n_sites=p["n_sites"], seed=p["seed"], female_fraction=p["female_fraction"]
+        n_sites=p["n_sites"],
+        seed=p["seed"],
+        female_fraction=p["female_fraction"],
+        insurance_spread=p["insurance_spread"],
     )
     if p["heldout_site"] is not None and p["heldout_shift"] > 0:
         profiles = _shift_heldout(profiles, p["heldout_site"])

@@ -211,6 +211,7 @@ def protect_images(
     y = torch.tensor(cohort.labels, dtype=torch.int64)
     mean, std = compute_normalization(cohort)
     norm = (torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1))
+
     def new_model(random_state: int) -> nn.Module:
         return build_model(
             arch, in_channels=x.shape[1], num_classes=cohort.num_classes, random_state=random_state
