@@ -154,6 +154,20 @@ def test_class_wise_protection_shares_one_pattern_per_class_on_patch_aligned_mas
 def test_bad_protection_mode_is_refused():
     with pytest.raises(InvalidParameterError, match="mode"):
         protect_images(_cohort(8), mode="both")
+    with pytest.raises(InvalidParameterError, match="fresh_model"):
+        protect_images(_cohort(8), fresh_model="yes")
+
+
+def test_fresh_noise_models_change_the_perturbations_not_the_budget():
+    kw = {"rounds": 2, "train_steps": 2, "pgd_steps": 2, "warmup_steps": 2, "seed": 3}
+    c = _cohort(16)
+    fresh, kept = protect_images(c, **kw), protect_images(c, fresh_model=False, **kw)
+    assert fresh.rounds == kept.rounds == 2
+    assert np.array_equal(fresh.mask, kept.mask)  # chosen by the warm-up model either way
+    assert not np.array_equal(fresh.images, kept.images)
+    for p in (fresh, kept):
+        diff = np.abs(p.images.astype(int) - p.original.astype(int))
+        assert diff.max() <= 8 and not diff[~np.broadcast_to(p.mask, diff.shape)].any()
 
 
 def test_written_protected_data_reads_back_with_its_labels(tmp_path):
