@@ -217,19 +217,13 @@ def _val_metrics(
     import numpy as np
 
     from medaudit.inference import predict
-    from medaudit.models import macro_ovr_auroc
-    from medaudit.stats import expected_calibration_error
+    from medaudit.models import auroc_and_ece
 
     p = predict(
         model, val, image_size=size, in_channels=c, mean=mean, std=std, device=device,
         features=False,
     )  # fmt: skip
-    scores, y = np.asarray(p.scores, dtype=np.float64), val.labels
-    if scores.shape[1] == 2:
-        ece = expected_calibration_error(y == 1, scores[:, 1])
-    else:
-        ece = expected_calibration_error(scores.argmax(axis=1) == y, scores.max(axis=1))
-    return macro_ovr_auroc(y, scores), float(ece)
+    return auroc_and_ece(val.labels, np.asarray(p.scores, dtype=np.float64))
 
 
 def _dp_options(

@@ -18,6 +18,7 @@ from medaudit.models._samplers import (
 from medaudit.models._training import (
     LocalUpdate,
     TrainResult,
+    auroc_and_ece,
     compute_normalization,
     local_update,
     macro_ovr_auroc,
@@ -46,6 +47,7 @@ __all__ = [
     "Step",
     "TrainHooks",
     "TrainResult",
+    "auroc_and_ece",
     "build_model",
     "compute_normalization",
     "list_architectures",

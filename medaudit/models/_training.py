@@ -31,6 +31,7 @@ from medaudit.stats import auroc, expected_calibration_error
 __all__ = [
     "LocalUpdate",
     "TrainResult",
+    "auroc_and_ece",
     "compute_normalization",
     "local_update",
     "macro_ovr_auroc",
@@ -852,15 +853,25 @@ def _evaluate(
     logp = np.concatenate(parts).astype(np.float64)
     if not np.all(np.isfinite(logp)):
         return float("nan"), float("nan"), float("nan")
-    scores = np.exp(logp)
     y = np.asarray(labels, dtype=np.int64)
     loss = float(-np.mean(logp[np.arange(len(y)), y]))
+    auroc, ece = auroc_and_ece(y, np.exp(logp))
+    return auroc, loss, ece
+
+
+def auroc_and_ece(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """Validation AUROC and ECE as the training loop reports them.
+
+    AUROC: :func:`macro_ovr_auroc`; ECE of the positive class (binary) or of the top class
+    (multiclass). ``scores``: class probabilities of shape (n, n_classes).
+    """
+    y = np.asarray(labels, dtype=np.int64)
     if scores.shape[1] == 2:
         ece = expected_calibration_error(y == 1, scores[:, 1])
     else:
         top = scores.argmax(axis=1)
         ece = expected_calibration_error(top == y, scores.max(axis=1))
-    return macro_ovr_auroc(labels, scores), loss, float(ece)
+    return macro_ovr_auroc(y, scores), float(ece)
 
 
 def _two_column(logits: torch.Tensor) -> torch.Tensor:
