@@ -266,6 +266,9 @@ def test_disentangling_site_removes_it_without_costing_the_task():
         ext_changes.append(d_ext - b_ext)
     # Measured mean -0.002 (seeds 0-2); held-out AUROC on ~150 images moves by a few
     # hundredths with the CPU, so the guard leaves room for that, not for a real fall.
+    # The unit of "does not fall" is the training run: one initialisation's change can be
+    # told from zero on these images (random_state 1: -0.034, paired patient bootstrap
+    # [-0.062, -0.008]), but over six initialisations the mean change is +0.001.
     assert np.mean(ext_changes) >= -0.04, ext_changes
 
 
