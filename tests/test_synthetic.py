@@ -328,6 +328,33 @@ def test_insurance_spread_ties_insurance_to_the_site_and_changes_nothing_else():
     assert site_spread(strong) > site_spread(base) + 0.15
 
 
+def test_profile_seed_keeps_the_hospitals_and_redraws_their_patients():
+    kw = {"n_sites": 4, "patients_per_site": 60, "image_size": 16}
+    site_cols = ["prevalence", "female_fraction", "age_mean", "private_logit", "acq_noise"]
+
+    def profiles(**k):
+        return [tuple(getattr(p, c) for c in site_cols) for p in site_profiles(**k)]
+
+    def acquisition(c):
+        return c.meta.groupby("site")[["acq_noise", "acq_gamma", "acq_blur"]].first()
+
+    a = generate_hospitals(**kw, seed=3, profile_seed=0)
+    b = generate_hospitals(**kw, seed=4, profile_seed=0)
+    default = generate_hospitals(**kw, seed=3)
+    # The same hospitals (scanners) ...
+    assert acquisition(a).equals(acquisition(b))
+    assert acquisition(a).equals(acquisition(generate_hospitals(**kw, seed=0)))
+    # ... with other patients and images.
+    assert not np.array_equal(a.images, b.images)
+    assert not a.meta["age"].equals(b.meta["age"])
+    # None (the default) takes the profiles from ``seed``, as before the parameter existed.
+    assert profiles(n_sites=4, seed=3) != profiles(n_sites=4, seed=0)
+    assert acquisition(default).equals(
+        acquisition(generate_hospitals(**kw, seed=3, profile_seed=3))
+    )
+    assert np.array_equal(default.images, generate_hospitals(**kw, seed=3, profile_seed=3).images)
+
+
 def test_acquisition_profiles_per_site(null_cohort):
     m, img = null_cohort.meta, null_cohort.images[:, 0].astype(np.float64)
     cols = ["acq_noise", "acq_gamma", "acq_blur", "acq_offset"]
@@ -468,6 +495,8 @@ def test_write_synthetic_failure_leaves_nothing_half_written(tmp_path, monkeypat
         {"insurance_spread": -0.5},
         {"insurance_spread": float("inf")},
         {"insurance_spread": True},
+        {"profile_seed": -1},
+        {"profile_seed": 1.5},
     ],
 )
 def test_invalid_parameters(kwargs):

@@ -600,6 +600,7 @@ def _validate(
     heldout_shift: Any = 0.0,
     hard_occult_fraction: Any = 0.0,
     insurance_spread: Any = 1.2,
+    profile_seed: Any = None,
 ) -> dict[str, Any]:
     n = _check_int(n_sites, "n_sites", 1, MAX_SITES)
     out: dict[str, Any] = {
@@ -615,6 +616,9 @@ def _validate(
         "heldout_shift": _check_unit(heldout_shift, "heldout_shift"),
         "hard_occult_fraction": _check_unit(hard_occult_fraction, "hard_occult_fraction"),
         "insurance_spread": _check_spread(insurance_spread),
+        "profile_seed": None
+        if profile_seed is None
+        else _check_int(profile_seed, "profile_seed", 0, 2**63 - 1),
     }
     if len(out["split_fractions"]) != 3:
         raise param_error(
@@ -661,6 +665,7 @@ def generate_hospitals(
     heldout_shift: float = 0.0,
     hard_occult_fraction: float = 0.0,
     insurance_spread: float = 1.2,
+    profile_seed: int | None = None,
 ) -> Cohort:
     """Generate chest-radiograph-like images from several hospitals, with ground truth.
 
@@ -707,11 +712,16 @@ def generate_hospitals(
     hard_occult_fraction : float in [0, 1], default 0
         Share of the hard subgroup's diseased studies whose lesion is hidden (contrast
         0, e.g. behind breast tissue), on top of ``hard_contrast_factor``: a gap that
-        no model can train away. The demo uses 0.6.
+        no model can train away. The demo uses 0.8.
     insurance_spread : float in [0, 10], default 1.2
         How strongly insurance depends on the site: the sites' log-odds of private
         insurance are spread over ``[-s, s]`` (:func:`site_profiles`); insurance never
         depends on the disease or the image. Only the insurance column changes with it.
+    profile_seed : int or None, default None
+        Seed of the site profiles (:func:`site_profiles`: each site's prevalence,
+        demographics, insurance mix and scanner); None uses ``seed``. Fixing it keeps the
+        same hospitals while ``seed`` redraws their patients, images and splits (the
+        demo fixes it at 0).
 
     Returns
     -------
@@ -755,6 +765,7 @@ def generate_hospitals(
         heldout_shift=heldout_shift,
         hard_occult_fraction=hard_occult_fraction,
         insurance_spread=insurance_spread,
+        profile_seed=profile_seed,
     )
     return Cohort(meta, images=images, name="synthetic-hospitals")
 
@@ -765,7 +776,7 @@ def _generate(**kwargs: Any) -> tuple[pd.DataFrame, np.ndarray]:
     size = p["image_size"]
     profiles = site_profiles(
         n_sites=p["n_sites"],
-        seed=p["seed"],
+        seed=p["seed"] if p["profile_seed"] is None else p["profile_seed"],
         female_fraction=p["female_fraction"],
         insurance_spread=p["insurance_spread"],
     )
