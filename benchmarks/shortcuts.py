@@ -19,7 +19,6 @@ import time
 
 import torch
 
-from medaudit.data import generate_hospitals
 from medaudit.demo import DemoSettings
 from medaudit.inference import predict
 from medaudit.models import build_model, compute_normalization, train_model
@@ -34,17 +33,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     s = DemoSettings()
-    cohort = generate_hospitals(
-        n_sites=s.n_sites,
-        patients_per_site=s.patients_per_site,
-        image_size=s.image_size,
-        shortcut_strength=s.shortcut_strength,
-        hard_subgroup=s.hard_subgroup,
-        hard_contrast_factor=s.hard_contrast_factor,
-        heldout_shift=s.heldout_shift,
-        hard_occult_fraction=s.hard_occult_fraction,
-        seed=0,
-    )
+    cohort = s.cohort(0)
     train, val = cohort.split("train"), cohort.split("val")
     audited = cohort.subset(cohort.meta["split"].isin(["test", "external"]).to_numpy())
     mean, std = compute_normalization(train)

@@ -41,17 +41,23 @@ class DemoSettings:
     held-out site is a screening population in which a share of the diseased show no
     lesion yet (``heldout_shift``), on the training sites' average scanner, so its drop
     comes from its patients rather than from a score scale that a new scanner's
-    intensities can move either way from seed to seed. ``audits`` (default:
+    intensities can move either way from seed to seed. The hospitals themselves (each
+    site's prevalence, demographics and scanner) are the same for every seed
+    (``profile_seed`` 0); the seed redraws their patients, images, splits and the
+    training. With 400 patients a site and 80% of the hard subgroup's lesions hidden,
+    every finding was flagged in 29 of 30 (finding, seed) pairs over seeds 0-9 (at 260
+    patients, hospitals drawn per seed and 60% hidden: 24 of 30). ``audits`` (default:
     every audit) restricts the audits run, for sweeps.
     """
 
     n_sites: int = 4
-    patients_per_site: int = 260
+    patients_per_site: int = 400
+    profile_seed: int | None = 0
     image_size: int = 64
     shortcut_strength: float = 0.85
     hard_subgroup: str | None = "female"
     hard_contrast_factor: float = 0.35
-    hard_occult_fraction: float = 0.6
+    hard_occult_fraction: float = 0.8
     heldout_shift: float = 0.4
     epochs: int = 8
     batch_size: int = 32
@@ -69,6 +75,23 @@ class DemoSettings:
         planted effects.
         """
         return cls(patients_per_site=100, epochs=2, n_bootstrap=200)
+
+    def cohort(self, seed: int) -> Cohort:
+        """The demo's synthetic hospitals for ``seed`` (what :func:`run_demo` trains on)."""
+        from medaudit.data.synthetic import generate_hospitals
+
+        return generate_hospitals(
+            n_sites=self.n_sites,
+            patients_per_site=self.patients_per_site,
+            image_size=self.image_size,
+            shortcut_strength=self.shortcut_strength,
+            hard_subgroup=self.hard_subgroup,
+            hard_contrast_factor=self.hard_contrast_factor,
+            hard_occult_fraction=self.hard_occult_fraction,
+            heldout_shift=self.heldout_shift,
+            seed=seed,
+            profile_seed=self.profile_seed,
+        )
 
 
 @dataclass(frozen=True)
@@ -97,7 +120,8 @@ def run_demo(
     out_dir : path
         Receives ``index.html``, ``audit.json`` and ``model.safetensors``.
     seed : int
-        Seeds the data, the training and the bootstrap: same seed, same numbers.
+        Seeds the data (the patients of ``settings``' hospitals), the training and the
+        bootstrap: same seed, same numbers.
     settings : DemoSettings, optional
     progress : bool
         Show progress bars on stderr.
@@ -106,7 +130,6 @@ def run_demo(
         ``"auto"``. GPU kernels are not bit-reproducible; the planted findings are.
     """
     from medaudit._device import resolve_device
-    from medaudit.data.synthetic import generate_hospitals
     from medaudit.inference import predict
     from medaudit.models import save_checkpoint
     from medaudit.pipeline import run_audits
@@ -119,17 +142,7 @@ def run_demo(
 
     t0 = time.perf_counter()
     with progress_bar("Generating synthetic hospitals", total=1, enabled=progress) as advance:
-        cohort = generate_hospitals(
-            n_sites=settings.n_sites,
-            patients_per_site=settings.patients_per_site,
-            image_size=settings.image_size,
-            shortcut_strength=settings.shortcut_strength,
-            hard_subgroup=settings.hard_subgroup,
-            hard_contrast_factor=settings.hard_contrast_factor,
-            hard_occult_fraction=settings.hard_occult_fraction,
-            heldout_shift=settings.heldout_shift,
-            seed=seed,
-        )
+        cohort = settings.cohort(seed)
         advance(1)
     timings["generate"] = round(time.perf_counter() - t0, 3)
     train, val = cohort.split("train"), cohort.split("val")

@@ -1,12 +1,13 @@
 """Issue 7, item 5: the demo's planted findings over seeds and thread counts (slow).
 
 Seeds 0-4 on one torch thread and seed 0 on two: every run flags the held-out site's
-drop and the site marker's use (measured: 6 of 6 each), the hard subgroup's AUROC gap is
-never passed (failed in 4 of 6; inconclusive for seeds 2 and 3, where the model reads the
-marker on the hidden lesions of the training sites), and the performance AUROC stays
-within 0.773-0.867. The issue asks for the sex gap in every run and a spread of at most
-0.05; neither holds yet (experiments/demo_seeds/results.md). Seed 0 on one thread is the
-full demo (``full_demo_run``); the others run the three audits the findings are read from.
+drop, the site marker's use and the hard subgroup's AUROC gap (measured: 6 of 6 each;
+over seeds 0-9 and seed 0 on two threads, 32 of 33 findings, the women's gap
+inconclusive for seed 8). The performance AUROC spread is 0.064 here (0.723-0.787 with
+two threads' 0.752): the issue asks for at most 0.05, which does not hold yet
+(experiments/demo_seeds/results.md). Two threads give another model than one (seed 0:
+0.787 vs 0.752); its findings are the same. Seed 0 on one thread is the full demo
+(``full_demo_run``); the others run the three audits the findings are read from.
 """
 
 from __future__ import annotations
@@ -33,9 +34,5 @@ def test_planted_findings_hold_over_seeds_and_threads(full_demo_run):
     for r in rows:
         print({k: r[k] for k in r if k != "failed"})
     s = sweep.summarise(rows)
-    assert s["site_gap_failed"] == s["marker_used_failed"] == 6, s
-    assert all(r["sex_gap_status"] in ("fail", "inconclusive") for r in rows), rows
-    assert s["sex_gap_failed"] >= 4, s
-    assert s["auroc_spread"] <= 0.12, s  # measured 0.094; the issue's target is 0.05
-    # One and two torch threads give the same findings for seed 0.
-    assert rows[0]["auroc"] == pytest.approx(rows[-1]["auroc"], abs=0.02)
+    assert s["site_gap_failed"] == s["marker_used_failed"] == s["sex_gap_failed"] == 6, s
+    assert s["auroc_spread"] <= 0.08, s  # measured 0.064; the issue's target is 0.05

@@ -34,7 +34,7 @@ def test_dp_at_epsilon_8_is_within_0_1_auroc_of_the_same_budget_without_dp():
     demo = DemoSettings()
     cohort = generate_hospitals(
         n_sites=demo.n_sites,
-        patients_per_site=demo.patients_per_site,
+        patients_per_site=260,  # experiments/dp_tradeoff's size (the demo now has 400)
         image_size=32,
         shortcut_strength=demo.shortcut_strength,
         hard_subgroup=demo.hard_subgroup,

@@ -80,7 +80,6 @@ def test_end_to_end_on_a_manifest_medaudit_did_not_write(tmp_path, capsys):
 
 
 def test_demo_noise_and_the_heldout_site_degrade_the_model(full_demo_run):
-    from medaudit.data import generate_hospitals
     from medaudit.demo import DemoSettings
     from medaudit.models import load_checkpoint
     from medaudit.pipeline import run_audits
@@ -103,13 +102,7 @@ def test_demo_noise_and_the_heldout_site_degrade_the_model(full_demo_run):
     assert "held-out site" in sec.summary
 
     # Every noise corruption, on the same model and images.
-    d = DemoSettings()
-    cohort = generate_hospitals(
-        n_sites=d.n_sites, patients_per_site=d.patients_per_site, image_size=d.image_size,
-        shortcut_strength=d.shortcut_strength, hard_subgroup=d.hard_subgroup,
-        hard_contrast_factor=d.hard_contrast_factor, heldout_shift=d.heldout_shift,
-        hard_occult_fraction=d.hard_occult_fraction, seed=0,
-    )  # fmt: skip
+    cohort = DemoSettings().cohort(0)
     audited = cohort.subset(cohort.meta["split"].isin(["test", "external"]).to_numpy())
     lm = load_checkpoint(full_demo_run.checkpoint)
     rep = run_audits(

@@ -1,7 +1,7 @@
 """The demo's planted findings over seeds and torch thread counts (issue 7, item 5).
 
-    python experiments/demo_seeds/run.py                      # seeds 0-4 on 1 thread,
-                                                              # seed 0 on 2 threads
+    python experiments/demo_seeds/run.py                      # seeds 0-9 on 1 thread,
+                                                              # seed 0 on 2 (~15 min)
     python experiments/demo_seeds/run.py --seeds 0,1 --threads 1   # a smaller run
 
 For each run: ``medaudit demo``'s pipeline (``medaudit.demo.run_demo``) with that seed and
@@ -112,7 +112,7 @@ def markdown(df: pd.DataFrame) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--seeds", default="0,1,2,3,4,5,6,7,8,9")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--out", type=Path, default=HERE)
     a = ap.parse_args(argv)
