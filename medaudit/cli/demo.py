@@ -17,7 +17,12 @@ def demo(
     out: Annotated[
         Path, typer.Option("--out", help="Folder for index.html, audit.json and the model.")
     ] = Path("medaudit-demo"),
-    seed: Annotated[int, typer.Option(help="Seed of data, training and bootstrap.")] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(
+            help="Seed of the patients (the four hospitals stay the same), training and bootstrap."
+        ),
+    ] = 0,
     quick: Annotated[
         bool, typer.Option("--quick", help="Smaller data and fewer epochs (a smoke test).")
     ] = False,
