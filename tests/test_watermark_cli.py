@@ -234,3 +234,28 @@ def test_embed_then_verify_on_a_foreign_manifest(tmp_path, capsys):
     assert verify(unmarked, key) == 1
     # Fewer queries than triggers still suffice at the default false-claim rate.
     assert verify(marked, key, "--queries", "16") == 0
+
+
+@pytest.mark.parametrize("method", ["adversarial", "error-minimising"])
+def test_protect_writes_protected_images_manifest_and_evidence(tmp_path, capsys, method):
+    manifest = _foreign_manifest(tmp_path / "data", n_patients=30, size=24)
+    out = tmp_path / "protected"
+    args = ["protect", "--data", str(manifest), "--out", str(out), "--method", method]
+    code = run([*args, "--epochs", "1", "--rounds", "1", "--no-progress"])
+    assert code in (0, 1)  # 1: a check of the evidence failed (one epoch learns little)
+    written = pd.read_csv(out / "manifest.csv")
+    assert len(written) == 60 and (out / written["path"].iloc[0]).is_file()
+    doc = json.loads((out / "protection.json").read_text())
+    assert doc["method"] == method.replace("-", "_")
+    assert "evidence" in json.dumps(doc)
+    sections = json.loads((out / "report" / "audit.json").read_text())["sections"]
+    assert "data_protection" in sections
+    assert "drop" in capsys.readouterr().out
+
+
+def test_protect_refuses_an_unknown_method(tmp_path, capsys):
+    manifest = _foreign_manifest(tmp_path / "data", n_patients=4, size=24)
+    args = ["protect", "--data", str(manifest), "--out", str(tmp_path / "p")]
+    assert run([*args, "--method", "unlearnable"]) == 2
+    assert "method" in _one_line_error(capsys).lower()
+    assert not (tmp_path / "p").exists()

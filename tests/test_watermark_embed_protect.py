@@ -107,11 +107,21 @@ def test_psnr_and_ssim_agree_with_scikit_image():
     np.testing.assert_allclose(psnr(a, b), ref_p, rtol=1e-12)
 
 
-def test_protection_stays_within_budget_and_mask():
+@pytest.mark.parametrize("method", ["adversarial", "error_minimising"])
+def test_protection_stays_within_budget_and_mask(method):
     c = _cohort(40, size=16)
     p = protect_images(
-        c, epsilon=8 / 255, density=0.25, rounds=2, train_steps=2, pgd_steps=3, warmup_steps=2
+        c,
+        method=method,
+        epsilon=8 / 255,
+        density=0.25,
+        rounds=2,
+        train_steps=2,
+        pgd_steps=3,
+        warmup_steps=2,
     )
+    assert p.method == method and p.summary()["method"] == method
+    assert p.rounds == (0 if method == "adversarial" else 2)
     diff = p.images.astype(int) - p.original.astype(int)
     assert np.abs(diff).max() <= 8
     assert np.all(diff[~np.broadcast_to(p.mask, diff.shape)] == 0)
@@ -130,6 +140,7 @@ def test_class_wise_protection_shares_one_pattern_per_class_on_patch_aligned_mas
         train_steps=2,
         pgd_steps=3,
         warmup_steps=2,
+        method="error_minimising",
         mode="class",
         patch=4,
     )
@@ -156,10 +167,29 @@ def test_bad_protection_mode_is_refused():
         protect_images(_cohort(8), mode="both")
     with pytest.raises(InvalidParameterError, match="fresh_model"):
         protect_images(_cohort(8), fresh_model="yes")
+    with pytest.raises(InvalidParameterError, match="method"):
+        protect_images(_cohort(8), method="unlearnable")
+
+
+def test_adversarial_protection_points_the_warm_up_model_to_the_other_class():
+    # A task the warm-up model learns: a bright square in the positives.
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 64)
+    imgs = rng.integers(60, 120, (64, 16, 16)).astype(np.uint8)
+    imgs[y == 1, 5:11, 5:11] += 30
+    c = Cohort(pd.DataFrame({"label": y}), images=imgs)
+    kw = {"warmup_steps": 40, "pgd_steps": 10, "epsilon": 16 / 255, "density": 0.5}
+    adv = protect_images(c, **kw)
+    em = protect_images(c, method="error_minimising", rounds=2, train_steps=5, **kw)
+    # Against the model it was computed on, the adversarial set reads as the wrong class;
+    # error-minimising noise makes the same labels easier instead.
+    assert adv.noise_model_accuracy < 0.2 and em.noise_model_accuracy > 0.8
+    assert np.array_equal(adv.mask, em.mask)  # the same warm-up model chose the pixels
 
 
 def test_fresh_noise_models_change_the_perturbations_not_the_budget():
     kw = {"rounds": 2, "train_steps": 2, "pgd_steps": 2, "warmup_steps": 2, "seed": 3}
+    kw["method"] = "error_minimising"
     c = _cohort(16)
     fresh, kept = protect_images(c, **kw), protect_images(c, fresh_model=False, **kw)
     assert fresh.rounds == kept.rounds == 2

@@ -4,10 +4,10 @@
   independently trained unmarked models all at p > 0.01;
 - harmless watermark: top-1 agreement with the unmarked model on the triggers >= 99%,
   verified at p < 1e-3;
-- data protection: every protected image keeps PSNR >= 35 dB and protection lowers the
-  test AUROC of a model trained on the images; the issue's bar, a loss of >= 0.15 test
-  AUROC, is met at this seed on the CPU it was measured on (0.218) but not at every seed
-  (seeds 0-5: 0.22, 0.16, 0.27, 0.10, 0.05, 0.22), so a shortfall reports xfail;
+- data protection: at seeds 0-4, every protected image keeps PSNR >= 35 dB and a model
+  trained on the protected images loses >= 0.15 test AUROC against one trained on the
+  originals (measured with the default adversarial perturbations: 0.43-0.65 at seeds 0-9;
+  error-minimising noise, the method before, lost 0.05-0.27 at seeds 0-5);
 - the red-team script runs end to end (smoke) and its table gives every attack a verdict.
 """
 
@@ -126,29 +126,24 @@ def test_harmless_watermark_keeps_top1_and_is_verified(hospitals, unmarked):
     assert not verify_watermark(before, key).verified
 
 
-def test_protected_images_deny_training_and_keep_psnr():
-    import torch
-
-    torch.set_num_threads(1)
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_protected_images_deny_training_and_keep_psnr(seed):
     c = generate_hospitals(
         n_sites=3,
         patients_per_site=80,
         image_size=32,
-        seed=0,
+        seed=seed,
         heldout_site=None,
         split_fractions=(0.6, 0.1, 0.3),
     )
     train, test = c.split("train"), c.split("test")
-    prot = protect_images(train, seed=0)
+    prot = protect_images(train, seed=seed)
+    assert prot.method == "adversarial"
     assert prot.psnr.min() >= 35.0
-    ev = protection_evidence(train, prot, test, epochs=10, seed=0)
+    ev = protection_evidence(train, prot, test, epochs=10, seed=seed)
     assert ev.auroc_clean_trained > 0.8  # the clean model learned the task
-    # Every seed measured (0-5) lost 0.05 or more; the old loop (one continuing noise
-    # model) lost 0.07-0.08.
-    assert ev.auroc_drop >= 0.03, ev.auroc_drop
-    if ev.auroc_drop < 0.15:
-        # The issue's bar: met at this seed where measured (0.218), missed at 2 of 6 seeds.
-        pytest.xfail(f"protection lowers test AUROC by {ev.auroc_drop:.3f}, not >= 0.15")
+    assert ev.auroc_drop >= 0.15, ev  # measured 0.59, 0.65, 0.43, 0.59, 0.56
+    assert ev.auroc_drop_ci[0] > 0, ev
 
 
 def test_red_team_script_runs_and_gives_every_attack_a_verdict(tmp_path, monkeypatch):

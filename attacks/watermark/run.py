@@ -18,8 +18,9 @@ synthetic hospitals (32 x 32, three sites, no held-out site) this script
    fine-tuning when medaudit.privacy is installed) on each marked model and re-verifies;
    an attack setting counts only while test accuracy stays within 5 points (the SoK's
    criterion);
-4. protects the training images with SALM-style unlearnable examples and trains the same
-   model on the protected and on the original images (clean test AUROC of each), with
+4. protects the training images with ``protect_images``' default (adversarial
+   perturbations on each image's significant pixels, SALM's sparse masking) and trains the
+   same model on the protected and on the original images (clean test AUROC of each), with
    the PSNR/SSIM of the protected images.
 
 Writes ``robustness.csv`` and ``summary.md`` into this folder and a medaudit report
@@ -245,7 +246,8 @@ def _summary(head, table, prot, ev, path: Path) -> None:
         "",
         "## Data protection",
         "",
-        f"PSNR min {s['psnr_min']:.2f} dB (mean {s['psnr_mean']:.2f}), SSIM min "
+        f"Method {s['method']}: PSNR min {s['psnr_min']:.2f} dB "
+        f"(mean {s['psnr_mean']:.2f}), SSIM min "
         f"{s['ssim_min']:.4f}; test AUROC trained on originals {ev.auroc_clean_trained:.3f} "
         f"[{ev.auroc_clean_ci[0]:.3f}, {ev.auroc_clean_ci[1]:.3f}], on protected images "
         f"{ev.auroc_protected_trained:.3f} [{ev.auroc_protected_ci[0]:.3f}, "

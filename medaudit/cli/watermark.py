@@ -38,6 +38,13 @@ MSG_KEY_ARG = "--key must be a key file written by `medaudit watermark embed` or
 MSG_OUT_SUFFIX = "--out must end in .safetensors, got {name!r}."
 
 
+class ProtectMethod(str, Enum):
+    """Which perturbation ``medaudit protect`` adds."""
+
+    adversarial = "adversarial"
+    error_minimising = "error-minimising"
+
+
 class Kind(str, Enum):
     """Which watermark."""
 
@@ -347,6 +354,7 @@ def protect_manifest(
     data: Path,
     out: Path,
     *,
+    method: str = "adversarial",
     epsilon: float = 8.0,
     density: float = 0.3,
     rounds: int = 20,
@@ -368,6 +376,7 @@ def protect_manifest(
     cohort = load_cohort(require_file(data, "Manifest"))
     protected = protect_images(
         cohort,
+        method=method,
         epsilon=epsilon / 255.0,
         density=density,
         rounds=rounds,
@@ -392,13 +401,22 @@ def protect_manifest(
 def protect(
     data: Annotated[Path, typer.Option("--data", help="Manifest of the images to protect.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the protected images.")],
+    method: Annotated[
+        ProtectMethod,
+        typer.Option(
+            help="adversarial: push each image towards another class (Fowl et al.; the "
+            "stronger here); error-minimising: unlearnable examples (Huang et al., SALM)."
+        ),
+    ] = ProtectMethod.adversarial,
     epsilon: Annotated[
         float, typer.Option(min=1.0, max=64.0, help="L-inf budget in 8-bit levels (of 255).")
     ] = 8.0,
     density: Annotated[
         float, typer.Option(min=0.01, max=1.0, help="Share of each image's pixels perturbed.")
     ] = 0.3,
-    rounds: Annotated[int, typer.Option(min=1, help="Min-min rounds at most.")] = 20,
+    rounds: Annotated[
+        int, typer.Option(min=1, help="Min-min rounds at most (error-minimising).")
+    ] = 20,
     evidence: Annotated[
         bool, typer.Option(help="Train on original vs protected images and compare.")
     ] = True,
@@ -406,10 +424,15 @@ def protect(
     seed: Annotated[int, typer.Option(help="Seed of the noise model, split and training.")] = 0,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> int:
-    """Make a data set unlearnable (SALM-style) and write it with a new manifest."""
+    """Protect a data set against training (perturbations on its significant pixels).
+
+    Writes the protected images with a new manifest, and the evidence: a model trained on
+    them against one trained on the originals, both tested on clean images.
+    """
     protected, ev, report = protect_manifest(
         data,
         out,
+        method=method.value.replace("-", "_"),
         epsilon=epsilon,
         density=density,
         rounds=rounds,

@@ -31,10 +31,9 @@ from medaudit.watermark._key import (
     make_triggers,
     save_key,
 )
-from medaudit.watermark._protect import (
-    ProtectedImages,
+from medaudit.watermark._protect import ProtectedImages, protect_images
+from medaudit.watermark._protect_evidence import (
     ProtectionEvidence,
-    protect_images,
     protection_evidence,
     write_protected,
 )

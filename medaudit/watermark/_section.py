@@ -11,7 +11,8 @@ from medaudit.stats import wilson_interval
 
 if TYPE_CHECKING:
     from medaudit.watermark._attacks import RobustnessResult
-    from medaudit.watermark._protect import ProtectedImages, ProtectionEvidence
+    from medaudit.watermark._protect import ProtectedImages
+    from medaudit.watermark._protect_evidence import ProtectionEvidence
     from medaudit.watermark._utility import UtilityChange
     from medaudit.watermark._verify import WatermarkVerification
 
@@ -70,6 +71,8 @@ PROTECTION_REFERENCES = [
     "data unexploitable. ICLR 2021.",
     "Sun W, Liu Y, Yan Z, Xu K, Sun L. Medical unlearnable examples: securing medical data "
     "from unauthorized training via sparsity-aware local masking. arXiv:2403.10573, 2024.",
+    "Fowl L, Goldblum M, Chiang P, Geiping J, Czaja W, Goldstein T. Adversarial examples "
+    "make strong poisons. NeurIPS 2021.",
     "Wang Z, Bovik AC, Sheikh HR, Simoncelli EP. Image quality assessment: from error "
     "visibility to structural similarity. IEEE Trans Image Process 13(4):600-612, 2004.",
 ]
@@ -270,6 +273,35 @@ def robustness_section(result: RobustnessResult, *, policy: Policy) -> Section:
     )
 
 
+_PROTECTION_METHODS = {
+    "error_minimising": "Error-minimising perturbations (min-min) on the significant pixels, "
+    "alternating training steps of a noise model (by default a freshly initialised one "
+    "each round) with projected sign-gradient steps that lower each image's loss; "
+    "PSNR and SSIM (Gaussian window) on 8-bit values.",
+    "adversarial": "Adversarial perturbations used as poisons (Fowl et al.) on the "
+    "significant pixels: projected sign-gradient steps that move each image towards "
+    "another class of a model trained briefly on the clean images, so that a model trained "
+    "on them learns features that fail on clean images; PSNR and SSIM (Gaussian window) on "
+    "8-bit values.",
+}
+
+
+def _protection_notes(protected: ProtectedImages, evidence: ProtectionEvidence | None) -> list[str]:
+    notes = [
+        "The perturbation of each image is confined to its most significant pixels "
+        f"({protected.density:.0%} of them) and to +-{protected.epsilon * 255:.0f}/255 "
+        "on each; both models were trained the same way and tested on clean images."
+    ]
+    if evidence is not None and evidence.auroc_protected_ci[1] < 0.5:
+        notes.append(
+            "The model trained on the protected images ranks clean images below chance "
+            "(its AUROC CI lies under 0.5): it learned features of the other class. A thief "
+            "who checks it on clean labelled images could invert its scores; a model trained "
+            "on the data as given fails."
+        )
+    return notes
+
+
 def protection_section(
     protected: ProtectedImages, evidence: ProtectionEvidence | None, *, policy: Policy
 ) -> Section:
@@ -281,6 +313,7 @@ def protection_section(
         "fidelity": pd.DataFrame(
             [
                 {
+                    "method": protected.method,
                     "images": len(protected.images),
                     "epsilon_8bit": protected.epsilon * 255,
                     "density": protected.density,
@@ -303,7 +336,12 @@ def protection_section(
                 evidence.auroc_drop,
                 ci=evidence.auroc_drop_ci,
                 advice="The protection does not deny an unauthorised model enough; raise the "
-                "budget (epsilon, density) or run more rounds.",
+                "budget (epsilon, density)"
+                + (
+                    " or run more rounds."
+                    if protected.method == "error_minimising"
+                    else ", or try more warm-up or PGD steps."
+                ),
             )
         )
         tables["evidence"] = pd.DataFrame(
@@ -344,7 +382,7 @@ def protection_section(
     )
     return Section(
         name="data_protection",
-        title="Data protection (unlearnable examples)",
+        title="Data protection (availability poisoning)",
         summary=summary + ".",
         tables=tables,
         table_titles={
@@ -352,14 +390,7 @@ def protection_section(
             "evidence": "A model trained on the original vs the protected images (clean test)",
         },
         checks=checks,
-        notes=[
-            "The perturbation of each image is confined to its most significant pixels "
-            f"({protected.density:.0%} of them) and to +-{protected.epsilon * 255:.0f}/255 "
-            "on each; both models were trained the same way and tested on clean images."
-        ],
+        notes=_protection_notes(protected, evidence),
         references=PROTECTION_REFERENCES,
-        methods="Error-minimising perturbations (min-min) on the significant pixels, "
-        "alternating training steps of a noise model (by default a freshly initialised one "
-        "each round) with projected sign-gradient steps that lower each image's loss; "
-        "PSNR and SSIM (Gaussian window) on 8-bit values.",
+        methods=_PROTECTION_METHODS[protected.method],
     )
