@@ -1,5 +1,6 @@
 """Architecture zoo, safe checkpoint I/O and the one training loop with its hooks."""
 
+from medaudit.models._averaging import WeightAverage
 from medaudit.models._batchnorm import precise_batchnorm
 from medaudit.models._checkpoint import (
     CHECKPOINT_FORMAT,
@@ -47,6 +48,7 @@ __all__ = [
     "Step",
     "TrainHooks",
     "TrainResult",
+    "WeightAverage",
     "auroc_and_ece",
     "build_model",
     "compute_normalization",

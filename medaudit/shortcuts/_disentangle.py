@@ -71,8 +71,8 @@ from medaudit.models import (
     Step,
     TrainHooks,
     TrainResult,
+    WeightAverage,
     make_sampler,
-    precise_batchnorm,
     train_model,
 )
 from medaudit.shortcuts._attributes import code_attribute
@@ -280,7 +280,7 @@ class Disentangler:
     average_from: float = 0.5
     history: list[dict[str, float]] = field(default_factory=list)
     adversaries: dict[str, LeastSquaresAdversary] = field(default_factory=dict)
-    averaged: dict[str, torch.Tensor] = field(default_factory=dict)
+    _average: WeightAverage | None = None
     _last: dict[str, float] = field(default_factory=dict)
     _gen: torch.Generator | None = None
 
@@ -290,6 +290,9 @@ class Disentangler:
             for name in self.attributes
         }
         self._gen = torch.Generator().manual_seed(self.seed)
+        if self.average is not None:
+            start = math.ceil(self.average_from * self.total_steps)
+            self._average = WeightAverage(self.model, decay=self.average, start=start)
 
     @property
     def hooks(self) -> TrainHooks:
@@ -359,14 +362,13 @@ class Disentangler:
         """Keep this step's lambda and adversary losses in :attr:`history`; average weights."""
         if self._last:
             self.history.append(dict(self._last))
-        if self.average is None or step.step < self.average_from * self.total_steps:
-            return
-        with torch.no_grad():
-            for name, p in self.model.named_parameters():
-                if name not in self.averaged:
-                    self.averaged[name] = p.detach().clone()
-                else:
-                    self.averaged[name].mul_(self.average).add_(p.detach(), alpha=1 - self.average)
+        if self._average is not None:
+            self._average(step)
+
+    @property
+    def averaged(self) -> dict[str, torch.Tensor]:
+        """The averaged parameters (empty until averaging starts or without ``average``)."""
+        return {} if self._average is None else self._average.averaged
 
     def load_average(self) -> bool:
         """Put the averaged weights into the model; BatchNorm statistics are re-estimated.
@@ -375,18 +377,11 @@ class Disentangler:
         (training images), as :func:`~medaudit.models.train_model`'s ``precise_bn`` sets
         them. Returns False (and changes nothing) when no average was kept.
         """
-        if not self.averaged:
+        if self._average is None:
             return False
-        training = self.model.training
-        with torch.no_grad():
-            for name, p in self.model.named_parameters():
-                if name in self.averaged:
-                    p.copy_(self.averaged[name])
         device = next(self.model.parameters()).device
         chunks = (self.pool[i : i + 256].to(device) for i in range(0, len(self.pool), 256))
-        precise_batchnorm(self.model, chunks)
-        self.model.train(training)
-        return True
+        return self._average.load(chunks)
 
     def close(self) -> None:
         """Detach the forward hook (if any)."""
