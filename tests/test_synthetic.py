@@ -249,10 +249,10 @@ def test_heldout_shift_makes_a_screening_site_on_an_average_scanner():
     mix = np.mean([p.female_fraction for p in profiles[:3]])
     female = shifted[ext].groupby("patient_id")["sex"].first().eq("female").mean()
     assert abs(female - mix) < 0.15  # 60 patients drawn with the training sites' mix
-    # About 40% of the held-out site's diseased studies show no lesion; the training
-    # sites are unchanged.
+    # Exactly 40% of the held-out site's diseased studies (rounded) show no lesion; the
+    # training sites are unchanged.
     pos = shifted[ext & (shifted["label"] == 1)].groupby("study_id")["lesion_contrast"].first()
-    assert 0.25 < (pos == 0).mean() < 0.55
+    assert (pos == 0).sum() == np.floor(0.4 * len(pos) + 0.5)
     assert shifted[~ext].equals(base[~ext])
 
 
@@ -261,9 +261,23 @@ def test_hard_occult_fraction_hides_only_the_hard_subgroups_lesions():
     m = generate_hospitals(**kw, hard_occult_fraction=0.5).meta
     base = generate_hospitals(**kw).meta
     pos = m[m["label"] == 1].groupby("study_id").first()
-    hidden = (pos["lesion_contrast"] == 0).groupby(pos["sex"]).mean()
-    assert 0.35 < hidden["female"] < 0.65 and hidden["male"] == 0
+    hidden = (pos["lesion_contrast"] == 0).groupby([pos["site"], pos["sex"]]).agg(["sum", "size"])
+    for (_, sex), row in hidden.iterrows():  # exactly half of each site's women's studies
+        assert row["sum"] == (np.floor(0.5 * row["size"] + 0.5) if sex == "female" else 0)
     assert (base.drop(columns="lesion_contrast")).equals(m.drop(columns="lesion_contrast"))
+    # Which studies are hidden changes with the seed; how many stays exact.
+    other = generate_hospitals(**{**kw, "seed": 6}, hard_occult_fraction=0.5).meta
+    assert not other["lesion_contrast"].equals(m["lesion_contrast"])
+
+
+def test_heldout_patients_sizes_only_the_heldout_site():
+    kw = {"n_sites": 3, "patients_per_site": 40, "image_size": 32, "seed": 1}
+    base = generate_hospitals(**kw).meta
+    big = generate_hospitals(**kw, heldout_patients=90).meta
+    count = big.groupby("site")["patient_id"].nunique()
+    assert count.to_dict() == {"site_A": 40, "site_B": 40, "site_C": 90}
+    ext = big["split"] == "external"
+    assert big[~ext].equals(base[base["split"] != "external"])  # training sites untouched
 
 
 def test_sites_differ_in_prevalence_and_demographics(null_cohort):
@@ -497,6 +511,8 @@ def test_write_synthetic_failure_leaves_nothing_half_written(tmp_path, monkeypat
         {"insurance_spread": True},
         {"profile_seed": -1},
         {"profile_seed": 1.5},
+        {"heldout_patients": 0},
+        {"heldout_patients": 2.5},
     ],
 )
 def test_invalid_parameters(kwargs):

@@ -308,7 +308,7 @@ def _site_table(
     )
     if occult > 0 or hard_occult > 0:  # own stream: the defaults draw exactly as before
         p_occult = 1 - (1 - occult) * (1 - np.where(hard[s_patient], hard_occult, 0.0))
-        s_contrast[_rng(seed, 4, site_index).random(n_st) < p_occult] = 0.0
+        s_contrast[_exact_share(_rng(seed, 4, site_index), s_label, p_occult)] = 0.0
     # Lesions in lung coordinates: side (0 = image left), u across, v down; the largest
     # first. On the heart side (image right) lesions stay lateral, clear of the heart.
     side = rng.integers(0, 2, (n_st, MAX_LESIONS))
@@ -428,6 +428,22 @@ def _interp_matrix(size: int, n_knots: int) -> np.ndarray:
     m[np.arange(size), lo] = 1 - w
     m[np.arange(size), lo + 1] = w
     return m
+
+
+def _exact_share(rng: np.random.Generator, eligible: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """A random ``round(p * n)`` of the ``n`` eligible rows of each stratum of equal ``p``.
+
+    Planted shares (occult disease) are exact at each site rather than drawn row by row,
+    so that what a seed changes is which patients carry them, not how many: a binomial
+    draw moved the held-out site's share of occult positives by +-0.07 from seed to seed,
+    and the demo's AUROC with it.
+    """
+    out = np.zeros(len(p), dtype=bool)
+    for value in np.unique(p[eligible]):
+        rows = np.flatnonzero(eligible & (p == value))
+        k = int(np.floor(value * len(rows) + 0.5))
+        out[rng.permutation(rows)[:k]] = True
+    return out
 
 
 def _marker_mask(size: int, corner: str, glyph: int) -> np.ndarray:
@@ -601,6 +617,7 @@ def _validate(
     hard_occult_fraction: Any = 0.0,
     insurance_spread: Any = 1.2,
     profile_seed: Any = None,
+    heldout_patients: Any = None,
 ) -> dict[str, Any]:
     n = _check_int(n_sites, "n_sites", 1, MAX_SITES)
     out: dict[str, Any] = {
@@ -619,6 +636,9 @@ def _validate(
         "profile_seed": None
         if profile_seed is None
         else _check_int(profile_seed, "profile_seed", 0, 2**63 - 1),
+        "heldout_patients": None
+        if heldout_patients is None
+        else _check_int(heldout_patients, "heldout_patients", 1, 1_000_000),
     }
     if len(out["split_fractions"]) != 3:
         raise param_error(
@@ -666,6 +686,7 @@ def generate_hospitals(
     hard_occult_fraction: float = 0.0,
     insurance_spread: float = 1.2,
     profile_seed: int | None = None,
+    heldout_patients: int | None = None,
 ) -> Cohort:
     """Generate chest-radiograph-like images from several hospitals, with ground truth.
 
@@ -712,7 +733,9 @@ def generate_hospitals(
     hard_occult_fraction : float in [0, 1], default 0
         Share of the hard subgroup's diseased studies whose lesion is hidden (contrast
         0, e.g. behind breast tissue), on top of ``hard_contrast_factor``: a gap that
-        no model can train away. The demo uses 0.8.
+        no model can train away. The demo uses 0.8. Both occult shares are exact at each
+        site (a random ``round(share * n)`` of its diseased studies in the subgroup, and
+        of the others), not drawn study by study.
     insurance_spread : float in [0, 10], default 1.2
         How strongly insurance depends on the site: the sites' log-odds of private
         insurance are spread over ``[-s, s]`` (:func:`site_profiles`); insurance never
@@ -722,6 +745,10 @@ def generate_hospitals(
         demographics, insurance mix and scanner); None uses ``seed``. Fixing it keeps the
         same hospitals while ``seed`` redraws their patients, images and splits (the
         demo fixes it at 0).
+    heldout_patients : int or None, default None
+        Patients at the held-out site (None: ``patients_per_site``). A larger held-out
+        population measures its AUROC more precisely without changing the training
+        data (the demo uses 800).
 
     Returns
     -------
@@ -766,6 +793,7 @@ def generate_hospitals(
         hard_occult_fraction=hard_occult_fraction,
         insurance_spread=insurance_spread,
         profile_seed=profile_seed,
+        heldout_patients=heldout_patients,
     )
     return Cohort(meta, images=images, name="synthetic-hospitals")
 
@@ -788,7 +816,9 @@ def _generate(**kwargs: Any) -> tuple[pd.DataFrame, np.ndarray]:
         meta, hidden = _site_table(
             prof,
             i,
-            n_patients=p["patients_per_site"],
+            n_patients=p["patients_per_site"]
+            if not heldout or p["heldout_patients"] is None
+            else p["heldout_patients"],
             image_size=size,
             shortcut=p["shortcut_strength"],
             heldout=heldout,
