@@ -8,11 +8,14 @@ planted ground truth in the metadata.
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from medaudit._progress import progress_bar
@@ -44,14 +47,20 @@ class DemoSettings:
     intensities can move either way from seed to seed. The hospitals themselves (each
     site's prevalence, demographics and scanner) are the same for every seed
     (``profile_seed`` 0); the seed redraws their patients, images, splits and the
-    training. With 400 patients a site and 80% of the hard subgroup's lesions hidden,
-    every finding was flagged in 29 of 30 (finding, seed) pairs over seeds 0-9 (at 260
-    patients, hospitals drawn per seed and 60% hidden: 24 of 30). ``audits`` (default:
+    training. The held-out site has 800 patients (``heldout_patients``), the others 400,
+    so that the audited AUROC depends less on which patients a seed draws. The model the
+    demo audits holds the exponential average of its weights over the second half of the
+    planned steps (``average``, the decay; :class:`~medaudit.models.WeightAverage`): the
+    last iterate lands on either side of the lesion/marker balance from seed to seed and
+    thread count to thread count, the average much less. None audits the kept epoch's
+    weights instead. Over seeds 0-9 and seed 0 on two threads every finding was flagged
+    (33 of 33) and the performance AUROC stayed within 0.709-0.749. ``audits`` (default:
     every audit) restricts the audits run, for sweeps.
     """
 
     n_sites: int = 4
     patients_per_site: int = 400
+    heldout_patients: int | None = 800
     profile_seed: int | None = 0
     image_size: int = 64
     shortcut_strength: float = 0.85
@@ -62,6 +71,7 @@ class DemoSettings:
     epochs: int = 8
     batch_size: int = 32
     patience: int = 3
+    average: float | None = 0.99
     arch: str = "small_cnn"
     n_bootstrap: int = 1000
     torch_threads: int = 1
@@ -74,7 +84,7 @@ class DemoSettings:
         Too short for the model to learn the lesions: use the defaults to see the
         planted effects.
         """
-        return cls(patients_per_site=100, epochs=2, n_bootstrap=200)
+        return cls(patients_per_site=100, heldout_patients=None, epochs=2, n_bootstrap=200)
 
     def cohort(self, seed: int) -> Cohort:
         """The demo's synthetic hospitals for ``seed`` (what :func:`run_demo` trains on)."""
@@ -91,6 +101,7 @@ class DemoSettings:
             heldout_shift=self.heldout_shift,
             seed=seed,
             profile_seed=self.profile_seed,
+            heldout_patients=self.heldout_patients,
         )
 
 
@@ -213,10 +224,7 @@ def run_demo(
             ),
         },
         "demo_settings": settings.__dict__,
-        "training": {
-            "best_epoch": int(result.best_epoch),
-            "best_val_auroc": float(result.best_val_auroc),
-        },
+        "training": _training_meta(result, calibration, settings),
     }
     report = run_audits(
         preds,
@@ -252,10 +260,20 @@ def run_demo(
 def _train(
     train: Cohort, val: Cohort, settings: DemoSettings, seed: int, progress: bool, device: str
 ) -> tuple[TrainResult, list[float], list[float]]:
-    from medaudit.models import build_model, compute_normalization, train_model
+    from medaudit.models import (
+        TrainHooks,
+        WeightAverage,
+        build_model,
+        compute_normalization,
+        train_model,
+    )
 
     mean, std = compute_normalization(train)
     model = build_model(settings.arch, in_channels=1, num_classes=2, random_state=seed)
+    average = None
+    if settings.average is not None:
+        planned = settings.epochs * math.ceil(len(train) / settings.batch_size)
+        average = WeightAverage(model, decay=settings.average, start=planned // 2)
     result = train_model(
         model,
         train,
@@ -268,5 +286,44 @@ def _train(
         std=std,
         device=device,
         progress=progress,
+        hooks=None if average is None else TrainHooks(on_step=(average,)),
     )
+    if average is not None:
+        device_t = next(model.parameters()).device
+        average.load(_normalised_batches(train, mean, std, settings.batch_size, seed, device_t))
     return result, mean, std
+
+
+def _training_meta(
+    result: TrainResult, val_preds: Predictions, settings: DemoSettings
+) -> dict[str, Any]:
+    """The kept epoch, and the validation AUROC/ECE of the weights the demo audits."""
+    from medaudit.models import auroc_and_ece
+
+    val_auroc, val_ece = auroc_and_ece(val_preds.labels, val_preds.scores)
+    return {
+        "best_epoch": int(result.best_epoch),
+        "best_val_auroc": float(result.best_val_auroc),
+        "weights": "kept epoch"
+        if settings.average is None
+        else f"exponential average (decay {settings.average}) over the second half of the steps",
+        "val_auroc": float(val_auroc),
+        "val_ece": float(val_ece),
+    }
+
+
+def _normalised_batches(
+    cohort: Cohort,
+    mean: list[float],
+    std: list[float],
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+) -> Iterator[torch.Tensor]:
+    """The training images in a random order, normalised as the training loop does."""
+    x = torch.from_numpy(cohort.load_all(channels=len(mean)))
+    m = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
+    order = torch.from_numpy(np.random.default_rng([seed, 7]).permutation(len(x)))
+    for idx in order.split(batch_size):
+        yield ((x[idx] - m) / s).to(device)

@@ -1,13 +1,13 @@
 """Issue 7, item 5: the demo's planted findings over seeds and thread counts (slow).
 
 Seeds 0-4 on one torch thread and seed 0 on two: every run flags the held-out site's
-drop, the site marker's use and the hard subgroup's AUROC gap (measured: 6 of 6 each;
-over seeds 0-9 and seed 0 on two threads, 32 of 33 findings, the women's gap
-inconclusive for seed 8). The performance AUROC spread is 0.064 here (0.723-0.787 with
-two threads' 0.752): the issue asks for at most 0.05, which does not hold yet
-(experiments/demo_seeds/results.md). Two threads give another model than one (seed 0:
-0.787 vs 0.752); its findings are the same. Seed 0 on one thread is the full demo
-(``full_demo_run``); the others run the three audits the findings are read from.
+drop, the site marker's use and the hard subgroup's AUROC gap, and the performance AUROC
+varies by at most 0.05 (measured: 6 of 6 each, AUROC 0.724-0.749, spread 0.025; over
+seeds 0-9 and seed 0 on two threads, 33 of 33 findings and 0.709-0.749, spread 0.040 —
+experiments/demo_seeds/results.md). Two threads train other weights than one, but the
+averaged model the demo audits is nearly the same (seed 0: 0.742 vs 0.744). Seed 0 on one
+thread is the full demo (``full_demo_run``); the others run the three audits the
+findings are read from.
 """
 
 from __future__ import annotations
@@ -35,4 +35,4 @@ def test_planted_findings_hold_over_seeds_and_threads(full_demo_run):
         print({k: r[k] for k in r if k != "failed"})
     s = sweep.summarise(rows)
     assert s["site_gap_failed"] == s["marker_used_failed"] == s["sex_gap_failed"] == 6, s
-    assert s["auroc_spread"] <= 0.08, s  # measured 0.064; the issue's target is 0.05
+    assert s["auroc_spread"] <= 0.05, s  # issue 7's bar; measured 0.025

@@ -3,6 +3,7 @@
     python experiments/demo_seeds/run.py                      # seeds 0-9 on 1 thread,
                                                               # seed 0 on 2 (~15 min)
     python experiments/demo_seeds/run.py --seeds 0,1 --threads 1   # a smaller run
+    python experiments/demo_seeds/run.py --jobs 2             # two demos at a time
 
 For each run: ``medaudit demo``'s pipeline (``medaudit.demo.run_demo``) with that seed and
 ``DemoSettings.torch_threads``; recorded are the performance AUROC, the hard subgroup's
@@ -15,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import multiprocessing
 import platform
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -75,13 +78,19 @@ def summarise(rows: list[dict[str, object]] | pd.DataFrame) -> dict[str, object]
     return out
 
 
-def sweep(seeds: list[int], threads: list[int]) -> pd.DataFrame:
-    """Every seed on the first thread count, seed ``seeds[0]`` on the others."""
+def sweep(seeds: list[int], threads: list[int], jobs: int = 1) -> pd.DataFrame:
+    """Every seed on the first thread count, seed ``seeds[0]`` on the others.
+
+    ``jobs`` runs that many demos at a time, each in its own process (a run's numbers do
+    not depend on it; its seconds do).
+    """
     plan = [(s, threads[0]) for s in seeds] + [(seeds[0], t) for t in threads[1:]]
     rows = []
-    for seed, t in plan:
-        rows.append(one_run(seed, t))
-        print(rows[-1], file=sys.stderr, flush=True)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        for row in pool.map(one_run, *zip(*plan, strict=True)):
+            rows.append(row)
+            print(row, file=sys.stderr, flush=True)
     return pd.DataFrame(rows)
 
 
@@ -115,8 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0,1,2,3,4,5,6,7,8,9")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--out", type=Path, default=HERE)
+    ap.add_argument("--jobs", type=int, default=1, help="demos run at a time (default 1)")
     a = ap.parse_args(argv)
-    df = sweep([int(s) for s in a.seeds.split(",")], [int(t) for t in a.threads.split(",")])
+    seeds = [int(s) for s in a.seeds.split(",")]
+    df = sweep(seeds, [int(t) for t in a.threads.split(",")], jobs=a.jobs)
     a.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(a.out / "results.csv", df.to_csv(index=False))
     text = markdown(df)
