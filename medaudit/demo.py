@@ -166,7 +166,7 @@ def run_demo(
     threads_before = torch.get_num_threads()
     torch.set_num_threads(settings.torch_threads)
     try:
-        result, mean, std = _train(train, val, settings, seed, progress, device)
+        result, mean, std, averaged = _train(train, val, settings, seed, progress, device)
     finally:
         torch.set_num_threads(threads_before)
     timings["train"] = round(time.perf_counter() - t0, 3)
@@ -224,7 +224,7 @@ def run_demo(
             ),
         },
         "demo_settings": settings.__dict__,
-        "training": _training_meta(result, calibration, settings),
+        "training": _training_meta(result, calibration, settings, averaged),
     }
     report = run_audits(
         preds,
@@ -259,7 +259,8 @@ def run_demo(
 
 def _train(
     train: Cohort, val: Cohort, settings: DemoSettings, seed: int, progress: bool, device: str
-) -> tuple[TrainResult, list[float], list[float]]:
+) -> tuple[TrainResult, list[float], list[float], bool]:
+    """Train the demo model; the last value says whether it holds the weight average."""
     from medaudit.models import (
         TrainHooks,
         WeightAverage,
@@ -288,14 +289,16 @@ def _train(
         progress=progress,
         hooks=None if average is None else TrainHooks(on_step=(average,)),
     )
-    if average is not None:
+    averaged = False
+    if average is not None:  # nothing to load when training stopped before averaging began
         device_t = next(model.parameters()).device
-        average.load(_normalised_batches(train, mean, std, settings.batch_size, seed, device_t))
-    return result, mean, std
+        batches = _normalised_batches(train, mean, std, settings.batch_size, seed, device_t)
+        averaged = average.load(batches)
+    return result, mean, std, averaged
 
 
 def _training_meta(
-    result: TrainResult, val_preds: Predictions, settings: DemoSettings
+    result: TrainResult, val_preds: Predictions, settings: DemoSettings, averaged: bool
 ) -> dict[str, Any]:
     """The kept epoch, and the validation AUROC/ECE of the weights the demo audits."""
     from medaudit.models import auroc_and_ece
@@ -304,9 +307,10 @@ def _training_meta(
     return {
         "best_epoch": int(result.best_epoch),
         "best_val_auroc": float(result.best_val_auroc),
-        "weights": "kept epoch"
-        if settings.average is None
-        else f"exponential average (decay {settings.average}) over the second half of the steps",
+        "weights": f"exponential average (decay {settings.average}) over the second half of "
+        "the steps"
+        if averaged
+        else "kept epoch",
         "val_auroc": float(val_auroc),
         "val_ece": float(val_ece),
     }

@@ -17,6 +17,25 @@ def test_demo_writes_complete_report(demo_run):
     assert (out / "index.html").stat().st_size > 10_000
     assert (out / "model.safetensors").is_file()
     assert doc["meta"]["model_hash"] and doc["meta"]["data_hash"]
+    training = doc["meta"]["training"]  # the audited weights, and their validation AUROC
+    assert training["weights"].startswith("exponential average (decay 0.99)")
+    assert 0.0 <= training["val_auroc"] <= 1.0 and 0.0 <= training["val_ece"] <= 1.0
+
+
+def test_demo_says_when_no_weight_average_was_kept():
+    import dataclasses
+
+    import torch
+
+    from medaudit.demo import DemoSettings, _train
+
+    torch.manual_seed(0)
+    s = dataclasses.replace(DemoSettings.quick(), patients_per_site=30, epochs=1)
+    c = s.cohort(0)
+    _, _, _, averaged = _train(c.split("train"), c.split("val"), s, 0, False, "cpu")
+    assert averaged  # the second half of one epoch was averaged
+    none = dataclasses.replace(s, average=None)
+    assert not _train(c.split("train"), c.split("val"), none, 0, False, "cpu")[3]
 
 
 @pytest.mark.slow
