@@ -106,6 +106,28 @@ def test_dp_defence_uses_the_privacy_calibration():
     assert norm == pytest.approx(d.noise_multiplier * np.sqrt(n_params), rel=0.1)
 
 
+def test_restarts_keep_the_start_that_matches_the_gradient_best():
+    from medaudit.attacks.reconstruction import InversionSettings, invert_gradients
+
+    model = _model()
+    kw = {"mean": [0.5], "std": [0.25]}
+    obs = observe_update(
+        model, torch.rand(1, 1, 32, 32), torch.tensor([1]), defence=Defence("none"), **kw
+    )
+
+    def attack(restarts: int):
+        settings = InversionSettings(steps=5, tv=0.0, restarts=restarts)
+        return invert_gradients(model, obs, image_shape=(1, 32, 32), settings=settings, **kw)
+
+    runs = {r: attack(r) for r in (1, 3)}
+    # Without the prior the objective is the gradient distance; the first start is shared,
+    # so three starts can only match the gradient as well as one or better.
+    assert runs[3].gradient_similarity >= runs[1].gradient_similarity - 1e-6
+    assert runs[1].images.shape == runs[3].images.shape == (1, 1, 32, 32)
+    with pytest.raises(ValueError, match="restarts"):
+        InversionSettings(restarts=0)
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # writing the archive only
 def test_no_gradient_access_is_refused(tmp_path, capsys):
     frozen = torch.jit.freeze(torch.jit.script(_model()))
@@ -154,7 +176,8 @@ def test_cli_reconstruct_runs_on_a_manifest_and_reports_reidentification(tmp_pat
     )  # fmt: skip
     code = run(
         ["attack", "reconstruct", "--model", str(ckpt), "--data", str(manifest),
-         "--out", str(tmp_path / "out"), "--defences", "none,dp:8", "--steps", "3"]
+         "--out", str(tmp_path / "out"), "--defences", "none,dp:8", "--steps", "3",
+         "--restarts", "2"]
     )  # fmt: skip
     out = capsys.readouterr().out
     assert code in (0, 1) and "among" in out and "Report written" in out
@@ -171,12 +194,13 @@ def test_cli_reconstruct_runs_on_a_manifest_and_reports_reidentification(tmp_pat
 def test_inversion_breaks_batch_one_and_the_defences_hold():
     """Batch 1 undefended: recovered and re-identified; DP eps=8 holds; batch 32 still leaks.
 
-    Measured (1 and 2 threads, training seeds 0, 1, 4; 3 clients each; 1000 attack steps
-    for batch 1): undefended mean SSIM 0.60-0.73, re-identified 1/3-3/3; DP eps=8 SSIM
-    <= 0.06, none re-identified. Batch 32 is attacked with the default 300 steps to keep
-    the test short: SSIM 0.17-0.23 (clients 0.07-0.44; 0.28 with 1000 steps in
-    reports/reconstruction, so issue 15's "< 0.2" is not met) while 7-13% of its images
-    are re-identified among 256 (chance 0.4%).
+    Batch 1 is attacked as Geiping et al. do: 1000 steps, the better of 2 random starts,
+    8 clients. Measured (training seeds 0-5, 1 thread; seeds 0 and 3, 2 threads): undefended
+    mean SSIM 0.60-0.70 (single images 0.52-0.84), 75-100% re-identified. With 3 clients and
+    one start it ranged 0.43-0.68 and a CI machine once drew 0.48, hence 8 clients.
+    Batch 32 is attacked with the default 300 steps and 3 clients to keep the test short:
+    SSIM 0.17-0.23 (0.28 with 1000 steps in reports/reconstruction, so issue 15's "< 0.2" is
+    not met) while 7-13% of its images are re-identified among 256 (chance 0.4%).
     """
     from medaudit.attacks.reconstruction import InversionSettings
     from medaudit.data import generate_hospitals
@@ -184,18 +208,19 @@ def test_inversion_breaks_batch_one_and_the_defences_hold():
 
     c = generate_hospitals(n_sites=2, patients_per_site=60, image_size=32, seed=0)
     res = train_model(build_model("small_cnn"), c.split("train"), epochs=2, batch_size=32)
-    kw = {"mean": res.mean, "std": res.std, "trials": 3, "seed": 0}
+    kw = {"mean": res.mean, "std": res.std, "seed": 0}
     defences = [Defence("none"), dp_defence(8.0, dataset_size=len(c.split("train")))]
-    r = reconstruction_attack(
-        res.model, c, defences=defences, settings=InversionSettings(steps=1000), **kw
+    strong = InversionSettings(steps=1000, restarts=2)
+    r = reconstruction_attack(res.model, c, defences=defences, settings=strong, trials=8, **kw)
+    big = reconstruction_attack(
+        res.model, c, defences=[Defence("batch 32", batch_size=32)], trials=3, **kw
     )
-    big = reconstruction_attack(res.model, c, defences=[Defence("batch 32", batch_size=32)], **kw)
     table = pd.concat([r.table, big.table], ignore_index=True).set_index("defence")
     assert table.loc["none", "mean_ssim"] >= 0.5
     assert table.loc["none", "label_accuracy"] == 1.0
-    assert table.loc["none", "reidentified"] >= 1 / 3
+    assert table.loc["none", "reidentified"] >= 0.5
     assert table.loc["DP eps=8", "mean_ssim"] < 0.2
-    assert table.loc["DP eps=8", "reidentified"] <= 1 / 3
+    assert table.loc["DP eps=8", "reidentified"] <= 1 / 8
     chance = table.loc["batch 32", "reid_chance"]
     assert chance == pytest.approx(1 / 256)
     assert table.loc["batch 32", "reidentified"] >= 5 * chance  # a larger batch still leaks

@@ -258,6 +258,7 @@ def attack_reconstruct(
     defences: str = "none,batch:32,dp:8",
     trials: int = 2,
     steps: int = 300,
+    restarts: int = 1,
     show_images: bool = False,
     arch: str | None = None,
     policy: Path | None = None,
@@ -289,7 +290,7 @@ def attack_reconstruct(
         std=std,
         image_size=loaded.image_size,
         trials=trials,
-        settings=InversionSettings(steps=steps, seed=seed),
+        settings=InversionSettings(steps=steps, seed=seed, restarts=restarts),
         seed=seed,
     )
     section = reconstruction_section(result, policy=pol, show_images=show_images)
@@ -312,6 +313,9 @@ def reconstruct(
     ] = "none,batch:32,dp:8",
     trials: Annotated[int, typer.Option(min=1, help="Clients attacked per defence.")] = 2,
     steps: Annotated[int, typer.Option(min=1, help="Optimisation steps of the attack.")] = 300,
+    restarts: Annotated[
+        int, typer.Option(min=1, help="Random starts per client; the best-matching one is kept.")
+    ] = 1,
     show_images: Annotated[
         bool, typer.Option(help="Show reconstructions in the report (patients' images).")
     ] = False,
@@ -327,6 +331,7 @@ def reconstruct(
         defences=defences,
         trials=trials,
         steps=steps,
+        restarts=restarts,
         show_images=show_images,
         arch=arch,
         policy=policy,
