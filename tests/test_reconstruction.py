@@ -196,7 +196,7 @@ def test_inversion_breaks_batch_one_and_the_defences_hold():
 
     Batch 1 is attacked as Geiping et al. do: 1000 steps, the better of 2 random starts,
     8 clients. Measured (training seeds 0-5, 1 thread; seeds 0 and 3, 2 threads): undefended
-    mean SSIM 0.60-0.70 (single images 0.52-0.84), 75-100% re-identified. With 3 clients and
+    mean SSIM 0.60-0.71 (single images 0.50-0.84), 75-100% re-identified. With 3 clients and
     one start it ranged 0.43-0.68 and a CI machine once drew 0.48, hence 8 clients.
     Batch 32 is attacked with the default 300 steps and 3 clients to keep the test short:
     SSIM 0.17-0.23 (0.28 with 1000 steps in reports/reconstruction, so issue 15's "< 0.2" is
