@@ -59,14 +59,10 @@ class InversionSettings:
     restarts: int = 1
 
     def __post_init__(self) -> None:
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise param_error("steps", "InversionSettings", "an int >= 1", self.steps)
-        if (
-            isinstance(self.restarts, bool)
-            or not isinstance(self.restarts, int)
-            or self.restarts < 1
-        ):
-            raise param_error("restarts", "InversionSettings", "an int >= 1", self.restarts)
+        for name in ("steps", "restarts"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise param_error(name, "InversionSettings", "an int >= 1", v)
         if not self.lr > 0:
             raise param_error("lr", "InversionSettings", "a positive float", self.lr)
         if not self.tv >= 0:
